@@ -1,0 +1,103 @@
+"""Choosing the compute device and precision.
+
+``auto`` prefers CUDA, then Apple's MPS, then the CPU. A device asked for by
+name that is not there is an error: silently running a 10x slower path is
+worse than telling the user.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import DeviceError, UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Map ``auto|cpu|cuda[:N]|mps`` to an available torch.device."""
+    spec = (name or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if match:
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} requested but CUDA is not available (torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+        index = int(match.group(1) or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise DeviceError(f"device {name!r} requested but only {count} CUDA device(s) exist")
+        return torch.device("cuda", index)
+    if spec == "mps":
+        if not _mps_available():
+            raise DeviceError("device 'mps' requested but Apple MPS is not available here")
+        return torch.device("mps")
+    raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 / AMX on x86, or Arm's BF16 extension: bf16 convs run at full speed."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """Map ``auto|fp32|bf16|fp16`` to a dtype the device can run.
+
+    ``auto`` is fp32 everywhere until a faster mode is measured to stay within
+    45 dB PSNR of fp32 on trained weights (docs/performance.md).
+    """
+    spec = (name or "auto").strip().lower()
+    if spec not in PRECISIONS:
+        raise UsageError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
+    if spec in ("auto", "fp32"):
+        return torch.float32
+    if device.type == "cpu" and spec == "fp16":
+        raise DeviceError("fp16 is not supported on the CPU (it runs in slow emulation); use bf16 or fp32")
+    if device.type == "mps" and spec == "bf16" and not _mps_bf16():
+        raise DeviceError("bf16 is not supported by this MPS device; use fp16 or fp32")
+    if device.type == "cuda" and spec == "bf16" and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp16 or fp32")
+    return _DTYPES[spec]
+
+
+def _mps_bf16() -> bool:
+    try:
+        torch.zeros(1, dtype=torch.bfloat16, device="mps")
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes the next inference may use on ``device`` (free memory, not total)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        try:
+            return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
+        except (AttributeError, RuntimeError):
+            pass
+    import psutil
+
+    return int(psutil.virtual_memory().available)

@@ -1,0 +1,61 @@
+"""Exception classes. Every error seedark raises on purpose is a SeedarkError.
+
+Each carries the file it concerns (``path``, may be None) and a human reason, so
+the CLI can print exactly one line: ``<path>: <reason>``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class SeedarkError(Exception):
+    """Base class: a failure with a file and a reason a user can act on."""
+
+    #: Process exit code the CLI uses for this error.
+    exit_code = 1
+
+    def __init__(self, reason: str, path: str | os.PathLike[str] | None = None) -> None:
+        self.reason = reason
+        self.path = Path(path) if path is not None else None
+        super().__init__(str(self))
+
+    def __reduce__(self) -> tuple[object, tuple[str, Path | None]]:
+        # keep reason and path separate when crossing a process boundary
+        return (self.__class__, (self.reason, self.path))
+
+    def __str__(self) -> str:
+        if self.path is None:
+            return self.reason
+        return f"{self.path}: {self.reason}"
+
+
+class UsageError(SeedarkError):
+    """An option value that cannot work (bad ratio, bad tile size...)."""
+
+    exit_code = 2
+
+
+class RawReadError(SeedarkError):
+    """The file is missing, not a RAW file, truncated or corrupt."""
+
+
+class UnsupportedSensorError(SeedarkError):
+    """The RAW file is readable but its sensor layout is not one the model takes."""
+
+
+class WeightsError(SeedarkError):
+    """Weights are missing, fail verification, or don't fit the network."""
+
+
+class DeviceError(SeedarkError):
+    """A requested device or precision is not available here."""
+
+
+class OutputError(SeedarkError):
+    """The output cannot be written (exists, unwritable folder, bad format...)."""
+
+
+class DownloadError(SeedarkError):
+    """A model file could not be fetched or failed verification after fetching."""

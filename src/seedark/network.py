@@ -1,0 +1,120 @@
+"""The SID U-Net, computing exactly what the official TensorFlow graph computes.
+
+Tensor contract (``SIDUNet.forward``):
+
+* input: ``N x C_in x H x W`` floating tensor, the packed mosaic already amplified
+  and clipped to [0, 1] (``C_in`` = 4 for Bayer, 9 for X-Trans). Any ``H, W >= 1``;
+  nothing needs padding to a multiple of 16.
+* output: ``N x 3 x (b*H) x (b*W)`` linear-to-sRGB image, **not clipped** (the
+  caller clips to [0, 1], as the official scripts do); ``b`` = 2 (Bayer) or 3.
+
+Where TensorFlow and PyTorch disagree, we follow TensorFlow:
+
+* ``max_pool2d(padding='SAME')`` pads at the bottom/right: ``ceil_mode=True``.
+* ``conv2d_transpose(..., output_shape=shape(skip), padding='SAME')`` with a 2x2
+  kernel and stride 2 is the full 2x output cropped at the top-left to the skip's size.
+* ``depth_to_space`` reads channel ``(i*b + j)*3 + c`` for sub-pixel (i, j),
+  which is not ``torch.pixel_shuffle``'s ``c*b*b + i*b + j``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAKY_SLOPE = 0.2
+LEVELS = 5
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Shape of one SID network; everything else is fixed by the paper."""
+
+    in_channels: int = 4
+    width: int = 32
+    block: int = 2  # depth-to-space factor: 2 for Bayer, 3 for X-Trans
+
+    @property
+    def out_channels(self) -> int:
+        return 3 * self.block * self.block
+
+    @property
+    def packing(self) -> str:
+        return {4: "bayer", 9: "xtrans"}.get(self.in_channels, "unknown")
+
+    def widths(self) -> list[int]:
+        return [self.width * 2**k for k in range(LEVELS)]
+
+    @property
+    def pool_multiple(self) -> int:
+        """Tiles starting at multiples of this share the whole frame's pooling grid."""
+        return 2 ** (LEVELS - 1)
+
+
+def depth_to_space_tf(x: torch.Tensor, block: int) -> torch.Tensor:
+    """TensorFlow's NHWC ``depth_to_space`` on an NCHW tensor."""
+    n, c, h, w = x.shape
+    out_c = c // (block * block)
+    x = x.reshape(n, block, block, out_c, h, w)
+    x = x.permute(0, 3, 4, 1, 5, 2)
+    return x.reshape(n, out_c, h * block, w * block)
+
+
+class SIDUNet(nn.Module):
+    """U-Net of "Learning to See in the Dark"; module names follow the TF variables."""
+
+    def __init__(self, spec: NetworkSpec | None = None) -> None:
+        super().__init__()
+        self.spec = spec or NetworkSpec()
+        w = self.spec.widths()
+        c_in = self.spec.in_channels
+        for level in range(LEVELS):
+            setattr(self, f"g_conv{level + 1}_1", nn.Conv2d(c_in, w[level], 3, padding=1))
+            setattr(self, f"g_conv{level + 1}_2", nn.Conv2d(w[level], w[level], 3, padding=1))
+            c_in = w[level]
+        for k, level in enumerate(range(LEVELS - 2, -1, -1)):
+            idx = 6 + k
+            # The official graph creates these filters with tf.Variable and no bias.
+            setattr(self, f"up{idx}", nn.ConvTranspose2d(w[level + 1], w[level], 2, stride=2, bias=False))
+            setattr(self, f"g_conv{idx}_1", nn.Conv2d(2 * w[level], w[level], 3, padding=1))
+            setattr(self, f"g_conv{idx}_2", nn.Conv2d(w[level], w[level], 3, padding=1))
+        self.g_conv10 = nn.Conv2d(w[0], self.spec.out_channels, 1)
+
+    def _pair(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(getattr(self, f"{name}_1")(x), LEAKY_SLOPE)
+        return F.leaky_relu(getattr(self, f"{name}_2")(x), LEAKY_SLOPE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level in range(LEVELS):
+            if level:
+                x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+            x = self._pair(f"g_conv{level + 1}", x)
+            skips.append(x)
+        skips.pop()
+        for idx in range(6, 10):
+            skip = skips.pop()
+            up = getattr(self, f"up{idx}")(x)[:, :, : skip.shape[2], : skip.shape[3]]
+            x = self._pair(f"g_conv{idx}", torch.cat([up, skip], dim=1))
+            del up, skip
+        return depth_to_space_tf(self.g_conv10(x), self.spec.block)
+
+
+def receptive_radius(levels: int = LEVELS) -> int:
+    """Packed pixels beyond which an input cannot change an output pixel.
+
+    Each 3x3 conv adds one pixel at its level's scale (two convs per level on the
+    way down, two more on the way up except at the bottom); each pooling step can
+    shift the window by half its input scale. For the 5-level net this gives 107,
+    which a gradient probe of the real network confirms (tests/test_tiling.py).
+    Tiles overlapping by at least this much stitch to the whole-frame result.
+    """
+    radius = 0
+    for level in range(levels):
+        scale = 2**level
+        radius += (2 if level == levels - 1 else 4) * scale
+        radius += scale // 2
+    return radius

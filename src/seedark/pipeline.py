@@ -1,0 +1,293 @@
+"""The whole job: RAW file in, enhanced sRGB image out.
+
+Three stages, so a batch can overlap them (seedark.batch):
+
+1. ``prepare_file`` (seedark.prepare): decode, choose the ratio, pack and
+   amplify (CPU, no torch; runs in a decoder process during batches);
+2. ``infer``: the network, tiled, on the engine's device;
+3. ``write_image``: orientation already applied, encode and publish atomically.
+
+``enhance()`` returns the image as an array; ``enhance_file()`` also writes it.
+Both are what the CLI calls, so anything the command line can do, Python can.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import OutputError, UnsupportedSensorError, UsageError
+from .exposure import parse_ratio
+from .inference import Engine, parse_tile
+from .output import apply_orientation, default_extension, format_from_path, write_image
+from .prepare import Prepared, default_model_for, pack, prepare, prepare_file, sensor_area
+from .preview import naive_brighten, side_by_side
+from .raw import RawFrame, check_input, read_raw
+from .tiling import ProgressFn
+from .weights import LoadedWeights, load_weights
+
+log = logging.getLogger("seedark")
+
+DEFAULT_FORMAT = "png"
+SENSOR_NAMES = {"bayer": "a Bayer", "xtrans": "an X-Trans"}
+
+
+# --------------------------------------------------------------------------- model
+
+
+def load_engine(
+    weights: str | os.PathLike[str] | LoadedWeights | None = None,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+) -> Engine:
+    """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``."""
+    if weights is not None and model is not None:
+        raise UsageError("give either --weights or --model, not both")
+    if isinstance(weights, LoadedWeights):
+        loaded = weights
+    elif weights is not None:
+        loaded = load_weights(weights)
+    else:
+        from .store import load_model
+
+        loaded = load_model(model)
+    engine = Engine(loaded, device=device, precision=precision)
+    log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
+    return engine
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+def _check_fit(engine: Engine, sensor: str, path: Path) -> None:
+    if engine.spec.packing != sensor:
+        want = SENSOR_NAMES.get(engine.spec.packing, "another")
+        hint = f" (use --model {default_model_for(sensor)})"
+        raise UnsupportedSensorError(
+            f"{SENSOR_NAMES[sensor]} sensor, but the model takes {want} sensor's input{hint}", path
+        )
+
+
+def infer(
+    prepared: Prepared, engine: Engine, *, tile: str | int | None = "auto", progress: ProgressFn | None = None
+) -> np.ndarray:
+    """Network output for a prepared frame, cropped and oriented: H x W x 3 float32 in [0, 1]."""
+    _check_fit(engine, prepared.sensor, prepared.path)
+    if prepared.auto_ratio:
+        log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
+    image = engine.run(prepared.packed, tile=parse_tile(tile), progress=progress)
+    image = image[: prepared.height, : prepared.width]  # odd Bayer sizes were extended by one row/column
+    return apply_orientation(image, prepared.flip)
+
+
+def comparison(prepared: Prepared, enhanced: np.ndarray, block: int) -> np.ndarray:
+    """``naively brightened input | enhanced`` for a person to look at."""
+    before = naive_brighten(prepared.packed, prepared.sensor, prepared.camera_wb, block)
+    before = apply_orientation(before[: prepared.height, : prepared.width], prepared.flip)
+    return side_by_side(before, enhanced)
+
+
+def enhance_frame(
+    frame: RawFrame,
+    engine: Engine,
+    *,
+    ratio: float | str | None = "auto",
+    tile: str | int | None = "auto",
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Enhanced, oriented image of a decoded frame: H x W x 3 float32 in [0, 1]."""
+    _check_fit(engine, frame.sensor, frame.path)
+    return infer(prepare(frame, ratio), engine, tile=tile, progress=progress)
+
+
+def _engine_for(
+    sensor: str,
+    weights: str | os.PathLike[str] | LoadedWeights | None,
+    model: str | None,
+    device: str,
+    precision: str,
+) -> Engine:
+    if weights is None and model is None:
+        model = default_model_for(sensor)
+    return load_engine(weights, model=model, device=device, precision=precision)
+
+
+def enhance(
+    source: str | os.PathLike[str] | RawFrame,
+    *,
+    ratio: float | str | None = "auto",
+    weights: str | os.PathLike[str] | LoadedWeights | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    tile: str | int | None = "auto",
+    engine: Engine | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Enhance one RAW file: H x W x 3 float32 sRGB in [0, 1], oriented like ``rawpy.postprocess()``.
+
+    ``ratio``: amplification (reference exposure / this exposure), or ``"auto"``
+    to estimate it from the frame (seedark.exposure). Without ``weights``,
+    ``model`` or ``engine``, the model matching the sensor is used (sony / fuji).
+    """
+    parse_ratio(ratio)
+    tile = parse_tile(tile)
+    frame = source if isinstance(source, RawFrame) else read_raw(source)
+    if engine is None:
+        engine = _engine_for(frame.sensor, weights, model, device, precision)
+    return enhance_frame(frame, engine, ratio=ratio, tile=tile, progress=progress)
+
+
+# --------------------------------------------------------------------------- stage 3
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    path: Path
+    fmt: str
+    bits: int
+
+    @property
+    def compare_path(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}_compare.jpg")
+
+
+def output_settings(fmt: str | None, bits: int | None, dest: Path | None = None) -> tuple[str, int]:
+    """Validated (format, bits) for a destination (or for the default format)."""
+    fmt = (
+        format_from_path(dest, fmt)
+        if dest is not None
+        else format_from_path(Path("x" + default_extension(fmt or DEFAULT_FORMAT)), fmt)
+    )
+    if bits is None:
+        bits = 16 if fmt == "tiff" else 8
+    if bits not in (8, 16):
+        raise UsageError(f"bits must be 8 or 16, got {bits}")
+    if fmt == "jpeg" and bits != 8:
+        raise UsageError("JPEG holds 8 bits per sample; use --bits 8, or PNG/TIFF for 16 bits")
+    return fmt, bits
+
+
+def check_destination(dest: Path, *, overwrite: bool, create_folder: bool = False) -> None:
+    """Refuse, before any work, outputs that cannot or must not be written."""
+    parent = dest.parent
+    if create_folder and not parent.exists():
+        return
+    if not parent.exists():
+        raise OutputError("output folder does not exist", parent)
+    if not parent.is_dir():
+        raise OutputError("output folder is not a folder", parent)
+    if not os.access(parent, os.W_OK):
+        raise OutputError("output folder is not writable", parent)
+    if dest.is_dir():
+        raise OutputError("is a folder; give a file name or a folder to write into", dest)
+    if dest.exists() and not overwrite:
+        raise OutputError("already exists (use --overwrite to replace it)", dest)
+
+
+def plan_output(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    fmt: str | None = None,
+    bits: int | None = None,
+    overwrite: bool = False,
+) -> OutputPlan:
+    """Where and how the result will be written; refuses before any work is done."""
+    src = Path(source)
+    if output is None or Path(output).is_dir() or str(output).endswith((os.sep, "/")):
+        folder = src.parent if output is None else Path(output)
+        dest = folder / (src.stem + default_extension(fmt or DEFAULT_FORMAT))
+    else:
+        dest = Path(output)
+    fmt, bits = output_settings(fmt, bits, dest)
+    if src.exists() and dest.exists() and dest.resolve() == src.resolve():
+        raise OutputError("output would replace the input file", dest)
+    check_destination(dest, overwrite=overwrite)
+    return OutputPlan(dest, fmt, bits)
+
+
+def write_result(
+    plan: OutputPlan,
+    image: np.ndarray,
+    prepared: Prepared,
+    *,
+    overwrite: bool,
+    compare: bool = False,
+    block: int = 2,
+) -> Path:
+    """Publish the image (and the comparison picture) atomically."""
+    software = f"seedark {__version__}"
+    if compare:
+        write_image(
+            plan.compare_path,
+            comparison(prepared, image, block),
+            fmt="jpeg",
+            bits=8,
+            metadata=prepared.camera,
+            software=software,
+            overwrite=True,
+        )
+    return write_image(
+        plan.path, image, fmt=plan.fmt, bits=plan.bits, metadata=prepared.camera, software=software, overwrite=overwrite
+    )
+
+
+def enhance_file(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    ratio: float | str | None = "auto",
+    fmt: str | None = None,
+    bits: int | None = None,
+    overwrite: bool = False,
+    compare: bool = False,
+    weights: str | os.PathLike[str] | LoadedWeights | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    tile: str | int | None = "auto",
+    engine: Engine | None = None,
+    progress: ProgressFn | None = None,
+) -> Path:
+    """Enhance ``source`` and write it; returns the written path.
+
+    Every check that can fail cheaply (ratio, options, output folder, existing
+    file) runs before the RAW file is decoded or the model loaded.
+    """
+    parse_ratio(ratio)
+    tile = parse_tile(tile)
+    check_input(Path(source))
+    plan = plan_output(source, output, fmt=fmt, bits=bits, overwrite=overwrite)
+    frame = read_raw(source)
+    if engine is None:
+        engine = _engine_for(frame.sensor, weights, model, device, precision)
+    _check_fit(engine, frame.sensor, frame.path)
+    prepared = prepare(frame, ratio)
+    del frame
+    image = infer(prepared, engine, tile=tile, progress=progress)
+    return write_result(plan, image, prepared, overwrite=overwrite, compare=compare, block=engine.spec.block)
+
+
+__all__ = [
+    "OutputPlan",
+    "Prepared",
+    "default_model_for",
+    "enhance",
+    "enhance_file",
+    "enhance_frame",
+    "infer",
+    "load_engine",
+    "pack",
+    "plan_output",
+    "prepare",
+    "prepare_file",
+    "sensor_area",
+]

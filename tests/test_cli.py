@@ -1,0 +1,193 @@
+"""The command line: one line per error, exit codes, and nothing written on failure."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from rawgen import write_dng
+from seedark.cli import main
+from seedark.network import NetworkSpec
+from seedark.weights import random_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "data" / "tf_sony_w4"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+@pytest.fixture
+def shot(tmp_path: Path, rng: np.random.Generator) -> Path:
+    return write_dng(tmp_path / "night.dng", rng.integers(500, 800, size=(45, 67), dtype=np.uint16), orientation=6)
+
+
+def files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_done_when_command(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_path = shot.parent / "out.tiff"
+    code, out, err = run(
+        capsys,
+        "enhance",
+        shot,
+        "--ratio",
+        "100",
+        "--weights",
+        FIXTURE,
+        "-o",
+        out_path,
+        "--bits",
+        "16",
+        "--precision",
+        "fp32",
+    )
+    assert code == 0, err
+    assert out.strip() == str(out_path)
+    assert "running on cpu (fp32" in err
+    img = tifffile.imread(out_path)
+    assert img.dtype == np.uint16 and img.shape == (67, 45, 3)  # rotated 90°
+    assert len(np.unique(img)) > 256, "16-bit output must use more than 256 levels"
+
+
+def test_default_output_is_next_to_the_input(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE)
+    assert code == 0
+    assert Path(out.strip()) == shot.with_suffix(".png")
+    with Image.open(shot.with_suffix(".png")) as im:
+        assert im.size == (45, 67) and im.mode == "RGB"
+        assert im.info.get("icc_profile")
+        assert im.getexif().get(0x010F) == "Sony"  # Make
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bits", "suffix"), [("jpeg", "8", ".jpg"), ("tiff", "8", ".tif"), ("png", "16", ".png")]
+)
+def test_output_folder_and_format(
+    shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, bits: str, suffix: str
+) -> None:
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    code, out, err = run(
+        capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "-o", outdir, "--format", fmt, "--bits", bits
+    )
+    assert code == 0, err
+    assert Path(out.strip()) == outdir / f"night{suffix}"
+
+
+def test_overwrite(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = shot.with_suffix(".png")
+    target.write_bytes(b"keep me")
+    code, _, err = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE)
+    assert code == 1 and "already exists (use --overwrite" in err and str(target) in err
+    assert target.read_bytes() == b"keep me"
+    code, _, _ = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--overwrite")
+    assert code == 0 and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _tampered_checkpoint(tmp: Path) -> Path:
+    dest = tmp / "tampered"
+    shutil.copytree(FIXTURE, dest)
+    data = dest / "model.ckpt.data-00000-of-00001"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 3] ^= 1
+    data.write_bytes(bytes(blob))
+    return dest
+
+
+def _misfit_weights(tmp: Path) -> Path:
+    state = dict(random_weights(NetworkSpec(width=4)).state)
+    state["g_conv10.weight"] = torch.zeros(5, 4, 1, 1)
+    save_file(state, str(tmp / "misfit.safetensors"))
+    return tmp / "misfit.safetensors"
+
+
+ERROR_CASES = {
+    # name: (argument builder, expected exit code, text expected in the message)
+    "missing path": (lambda t, s: [t / "nope.ARW", "--ratio", "3"], 1, "no such file"),
+    "folder as file": (lambda t, s: [t, "--ratio", "3"], 1, "is a folder"),
+    "not a raw file": (lambda t, s: [_text(t), "--ratio", "3"], 1, "not a RAW file"),
+    "truncated raw": (lambda t, s: [_truncate(s), "--ratio", "3"], 1, "truncated or corrupt"),
+    "linear dng": (lambda t, s: [_linear(t), "--ratio", "3"], 1, "linear"),
+    "ratio zero": (lambda t, s: [s, "--ratio", "0"], 2, "ratio must be"),
+    "ratio negative": (lambda t, s: [s, "--ratio", "-2"], 2, "ratio must be"),
+    "ratio text": (lambda t, s: [s, "--ratio", "bright"], 2, "ratio must be"),
+    "missing out folder": (lambda t, s: [s, "--ratio", "3", "-o", t / "no" / "x.png"], 1, "does not exist"),
+    "out folder is a file": (lambda t, s: [s, "--ratio", "3", "-o", _text(t) / "x.png"], 1, "not a folder"),
+    "unknown extension": (lambda t, s: [s, "--ratio", "3", "-o", t / "x.bmp"], 2, "output format"),
+    "jpeg 16 bits": (lambda t, s: [s, "--ratio", "3", "-o", t / "x.jpg", "--bits", "16"], 2, "8 bits"),
+    "crc failure": (lambda t, s: [s, "--ratio", "3", "--weights", _tampered_checkpoint(t)], 1, "CRC32C"),
+    "weights misfit": (
+        lambda t, s: [s, "--ratio", "3", "--weights", _misfit_weights(t)],
+        1,
+        "last layer has 5 channels",
+    ),
+    "no such device": (lambda t, s: [s, "--ratio", "3", "--device", "cuda:3"], 1, "cuda"),
+    "bad tile": (lambda t, s: [s, "--ratio", "3", "--tile", "huge"], 2, "tile"),
+}
+
+
+def _text(t: Path) -> Path:
+    p = t / "notes.arw"
+    p.write_text("not a photo\n" * 20)
+    return p
+
+
+def _truncate(s: Path) -> Path:
+    s.write_bytes(s.read_bytes()[: s.stat().st_size // 2])
+    return s
+
+
+def _linear(t: Path) -> Path:
+    return write_dng(t / "linear.dng", np.full((32, 32, 3), 1000, np.uint16), photometric="linear")
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_errors_are_one_line_and_write_nothing(
+    case: str, shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build, want_code, want_text = ERROR_CASES[case]
+    args = build(tmp_path, shot)
+    if "--weights" not in args:
+        args += ["--weights", FIXTURE]
+    before = files(tmp_path)
+    code, out, err = run(capsys, "enhance", *args)
+    assert code == want_code, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len([line for line in lines if line.startswith("seedark: error:")]) == 1, err
+    assert "Traceback" not in err
+    assert want_text in lines[-1]
+    assert files(tmp_path) == before
+
+
+def test_console_script_and_module_entry_point(shot: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "seedark", "enhance", str(shot), "--ratio", "0"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "seedark: error: ratio must be a finite number > 0, got 0"
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and "seedark" in out
+    code, out, _ = run(capsys, "enhance", "--help")
+    assert code == 0 and "--ratio" in out and "--tile" in out

@@ -1,0 +1,124 @@
+"""The library pipeline end to end on generated DNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rawpy
+import torch
+
+import seedark
+from rawgen import write_dng
+from seedark.errors import RawReadError, UnsupportedSensorError
+from seedark.weights import load_weights
+
+FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
+# np.rot90 turns counter-clockwise; LibRaw's flip 5 is 90° CCW, 6 is 90° CW, 3 is 180°.
+ROTATIONS = {0: 0, 3: 2, 5: 1, 6: -1}
+TIFF_TO_FLIP = {1: 0, 3: 3, 6: 6, 8: 5}
+
+
+@pytest.fixture(scope="module")
+def weights() -> seedark.LoadedWeights:
+    return load_weights(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def engine(weights: seedark.LoadedWeights) -> seedark.Engine:
+    return seedark.Engine(weights, device="cpu", precision="fp32")
+
+
+def reference(mosaic: np.ndarray, weights: seedark.LoadedWeights, ratio: float, flip: int) -> np.ndarray:
+    """The official test script's arithmetic (RGGB, black 512, white 16383) on our network."""
+    h, w = mosaic.shape
+    im = np.maximum(mosaic.astype(np.float32) - 512, 0) / (16383 - 512)
+    packed = np.stack([im[0::2, 0::2], im[0::2, 1::2], im[1::2, 1::2], im[1::2, 0::2]], axis=2)
+    inp = np.minimum(packed[None] * ratio, 1.0)
+    with torch.no_grad():
+        out = weights.build()(torch.from_numpy(inp).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()[0]
+    out = np.minimum(np.maximum(out, 0), 1)[:h, :w]
+    return np.rot90(out, ROTATIONS[flip])
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_enhance_matches_reference_and_rawpy_geometry(
+    tmp_path: Path, rng: np.random.Generator, weights: seedark.LoadedWeights, engine: seedark.Engine, orientation: int
+) -> None:
+    mosaic = rng.integers(400, 700, size=(48, 80), dtype=np.uint16)
+    path = write_dng(tmp_path / "dark.dng", mosaic, orientation=orientation)
+    out = seedark.enhance(path, ratio=100, engine=engine, tile=0)
+    with rawpy.imread(str(path)) as raw:
+        assert out.shape == raw.postprocess().shape
+    want = reference(mosaic, weights, 100.0, TIFF_TO_FLIP[orientation])
+    assert out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_allclose(out, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(37, 53), (48, 81), (61, 61)])
+def test_odd_sizes_give_the_full_frame(
+    tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine, size: tuple[int, int]
+) -> None:
+    mosaic = rng.integers(400, 900, size=size, dtype=np.uint16)
+    path = write_dng(tmp_path / "odd.dng", mosaic, cfa="GBRG", black_level=[500, 505, 510, 515])
+    out = seedark.enhance(path, ratio=50, engine=engine)
+    with rawpy.imread(str(path)) as raw:
+        assert out.shape == raw.postprocess().shape == (*size, 3)
+
+
+def test_tiles_match_whole_frame_through_the_pipeline(
+    tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine
+) -> None:
+    mosaic = rng.integers(400, 1200, size=(330, 420), dtype=np.uint16)
+    path = write_dng(tmp_path / "big.dng", mosaic)
+    whole = seedark.enhance(path, ratio=30, engine=engine, tile=0)
+    tiled = seedark.enhance(path, ratio=30, engine=engine, tile=64)
+    assert float(np.abs(whole - tiled).max()) <= 1e-5
+
+
+@pytest.mark.parametrize("cfa", ["RGGB", "BGGR", "GRBG", "GBRG"])
+def test_every_cfa_phase_packs_r_g_b_g(tmp_path: Path, rng: np.random.Generator, cfa: str) -> None:
+    mosaic = rng.integers(600, 4000, size=(32, 48), dtype=np.uint16)
+    path = write_dng(tmp_path / f"{cfa}.dng", mosaic, cfa=cfa, black_level=512)
+    packed = seedark.pack_bayer(seedark.read_raw(path))
+    with rawpy.imread(str(path)) as raw:
+        colour = np.where(raw.raw_colors_visible == 3, 1, raw.raw_colors_visible)  # 3 = second green
+    norm = (mosaic.astype(np.float32) - 512) / (16383 - 512)
+    for ch, want in enumerate([0, 1, 2, 1]):  # R, G on R's row, B, G on B's row
+        hits = [(r, c) for r in range(2) for c in range(2) if np.array_equal(packed[:, :, ch], norm[r::2, c::2])]
+        assert len(hits) == 1, f"channel {ch} is not one sensor phase"
+        r, c = hits[0]
+        assert colour[r, c] == want
+        if ch == 1:  # G on R's row
+            assert colour[r, 1 - c] == 0
+        if ch == 3:  # G on B's row
+            assert colour[r, 1 - c] == 2
+
+
+def test_unsupported_sensors(tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine) -> None:
+    linear = write_dng(
+        tmp_path / "linear.dng", rng.integers(0, 4000, (32, 32, 3), dtype=np.uint16), photometric="linear"
+    )
+    with pytest.raises(UnsupportedSensorError, match="linear"):
+        seedark.read_raw(linear)
+    mono = write_dng(tmp_path / "mono.dng", rng.integers(0, 4000, (32, 32), dtype=np.uint16), photometric="mono")
+    with pytest.raises(UnsupportedSensorError, match="monochrome"):
+        seedark.read_raw(mono)
+
+
+def test_truncated_raw(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = write_dng(tmp_path / "cut.dng", rng.integers(0, 4000, (64, 96), dtype=np.uint16))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RawReadError, match="truncated or corrupt") as info:
+        seedark.read_raw(path)
+    assert info.value.path == path
+
+
+def test_camera_metadata_is_read(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = write_dng(tmp_path / "meta.dng", rng.integers(0, 4000, (32, 32), dtype=np.uint16), iso=12800)
+    cam = seedark.read_raw(path).camera
+    assert (cam.make, cam.model, cam.iso) == ("Sony", "ILCE-7SM2", 12800)
+    assert cam.exposure_time == pytest.approx(1 / 30)
+    assert cam.lens_model == "FE 35mm F2.8 ZA"

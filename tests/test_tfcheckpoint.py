@@ -1,0 +1,140 @@
+"""Reading TF checkpoints without TensorFlow: the official index and a TF-made fixture."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seedark.errors import WeightsError
+from seedark.tfcheckpoint import (
+    crc32c,
+    crc32c_pure,
+    expected_data_size,
+    is_optimizer_slot,
+    masked_crc32c,
+    read_checkpoint,
+    read_index,
+    resolve_prefix,
+    verify_data_file,
+)
+from seedark.weights import load_weights
+
+DATA = Path(__file__).parent / "data"
+FIXTURE = DATA / "tf_sony_w4"
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> Path:
+    dest = tmp_path / "ckpt"
+    shutil.copytree(FIXTURE, dest)
+    return dest
+
+
+def test_crc32c_known_vector_and_fallback_agree() -> None:
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c_pure(b"123456789") == 0xE3069283
+    data = bytes(range(256)) * 3
+    assert crc32c(data) == crc32c_pure(data)
+    assert masked_crc32c(b"") == 0xA282EAD8  # mask of crc 0
+
+
+@pytest.mark.parametrize(
+    ("name", "sha", "data_size", "out_channels", "in_channels"),
+    [
+        ("sony", "56ec48578a4890933f98287872568f90aaa0d4a6e38fc1e78b21dc760e3af424", 87_552_664, 12, 4),
+        ("fuji", "ff1343bf295b37700dcfe583fcb02af0529d90cada194533abfcb966b470bd31", 87_575_884, 27, 9),
+    ],
+)
+def test_reads_the_official_index(name: str, sha: str, data_size: int, out_channels: int, in_channels: int) -> None:
+    path = DATA / f"official-{name}-model.ckpt.index"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    header, entries = read_index(path)
+    assert header.num_shards == 1
+    assert len(entries) == 120
+    assert expected_data_size(entries) == data_size
+    net = {n: e for n, e in entries.items() if not is_optimizer_slot(n)}
+    assert len(net) == 42  # 19 convs x (weights, biases) + 4 transposed-conv filters
+    assert net["g_conv1_1/weights"].shape == (3, 3, in_channels, 32)
+    assert net["g_conv10/weights"].shape == (1, 1, 32, out_channels)
+    assert net["Variable"].shape == (2, 2, 256, 512)
+    assert net["Variable_3"].shape == (2, 2, 32, 64)
+    assert all(e.dtype == np.float32 for e in entries.values())
+    params = sum(int(np.prod(e.shape)) for e in net.values())
+    assert params == (7_760_268 if name == "sony" else 7_760_268 + 5 * 9 * 32 + 15 * 32 + 15)
+
+
+def test_optimizer_slots_are_skipped() -> None:
+    tensors = read_checkpoint(FIXTURE)
+    assert tensors and not any("Adam" in n or "power" in n for n in tensors)
+    everything = read_checkpoint(FIXTURE, include=lambda n: True)
+    assert "g_conv1_1/weights/Adam" in everything and "beta1_power" in everything
+
+
+@pytest.mark.parametrize("given", ["dir", "prefix", "index", "data"])
+def test_checkpoint_given_as_dir_prefix_or_file(given: str) -> None:
+    arg = {
+        "dir": FIXTURE,
+        "prefix": FIXTURE / "model.ckpt",
+        "index": FIXTURE / "model.ckpt.index",
+        "data": FIXTURE / "model.ckpt.data-00000-of-00001",
+    }[given]
+    assert resolve_prefix(arg) == FIXTURE / "model.ckpt"
+    assert load_weights(arg).spec.width == 4
+
+
+def test_corrupt_tensor_fails_crc(ckpt: Path) -> None:
+    data = ckpt / "model.ckpt.data-00000-of-00001"
+    _, entries = read_index(ckpt / "model.ckpt.index")
+    target = entries["g_conv5_2/weights"]
+    blob = bytearray(data.read_bytes())
+    blob[target.offset + 17] ^= 0x40
+    data.write_bytes(bytes(blob))
+    with pytest.raises(WeightsError, match=r"g_conv5_2/weights.*CRC32C") as info:
+        load_weights(ckpt)
+    assert info.value.path == data
+    with pytest.raises(WeightsError, match="CRC32C"):
+        verify_data_file(ckpt / "model.ckpt.index", data)
+
+
+def test_truncated_data_file(ckpt: Path) -> None:
+    data = ckpt / "model.ckpt.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:-1000])
+    with pytest.raises(WeightsError, match="truncated"):
+        read_checkpoint(ckpt, include=lambda n: True)
+    with pytest.raises(WeightsError, match="bytes, the index expects"):
+        verify_data_file(ckpt / "model.ckpt.index", data)
+
+
+def test_missing_data_file(ckpt: Path) -> None:
+    (ckpt / "model.ckpt.data-00000-of-00001").unlink()
+    with pytest.raises(WeightsError, match="data file missing"):
+        load_weights(ckpt)
+
+
+def test_corrupt_index_block(ckpt: Path) -> None:
+    index = ckpt / "model.ckpt.index"
+    blob = bytearray(index.read_bytes())
+    blob[40] ^= 0xFF
+    index.write_bytes(bytes(blob))
+    with pytest.raises(WeightsError, match="invalid checkpoint index"):
+        load_weights(ckpt)
+
+
+def test_not_an_index(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.ckpt.index"
+    bogus.write_bytes(b"hello" * 20)
+    with pytest.raises(WeightsError, match="bad table magic"):
+        read_index(bogus)
+
+
+def test_official_index_with_mismatched_data_is_refused(tmp_path: Path) -> None:
+    shutil.copy(DATA / "official-sony-model.ckpt.index", tmp_path / "model.ckpt.index")
+    data = tmp_path / "model.ckpt.data-00000-of-00001"
+    with open(data, "wb") as f:
+        f.truncate(87_552_664)  # right size, wrong bytes
+    with pytest.raises(WeightsError, match="CRC32C"):
+        load_weights(tmp_path)
