@@ -191,3 +191,48 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "seedark" in out
     code, out, _ = run(capsys, "enhance", "--help")
     assert code == 0 and "--ratio" in out and "--tile" in out
+
+
+def test_output_name_taken_by_a_folder(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (shot.parent / "night.png").mkdir()
+    code, _, err = run(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE)
+    assert code == 1 and "is a folder" in err
+
+
+def test_output_would_replace_the_input(tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_dng(tmp_path / "odd.png", rng.integers(500, 800, size=(32, 32), dtype=np.uint16))  # a DNG named .png
+    code, _, err = run(capsys, "enhance", src, "--ratio", "5", "--weights", FIXTURE, "-o", src, "--overwrite")
+    assert code == 1 and "replace the input" in err
+    assert src.read_bytes()[:2] == b"II"  # still the DNG
+
+
+def test_unexpected_errors_are_one_line_unless_debug(
+    shot: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import seedark.pipeline
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(seedark.pipeline, "enhance_file", broken)
+    code, _, err = run(capsys, "enhance", shot, "--ratio", "5")
+    assert code == 1
+    assert err.strip() == "seedark: internal error: RuntimeError: simulated bug (rerun with --debug for details)"
+    with pytest.raises(RuntimeError, match="simulated bug"):
+        main(["--debug", "enhance", str(shot), "--ratio", "5"])
+
+
+def test_info(shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "info", shot, tmp_path / "missing.ARW")
+    assert code == 1
+    assert "camera:      Sony ILCE-7SM2" in out
+    assert "CFA layout:  RGGB" in out and "black level: 512" in out and "white level: 16383" in out
+    assert "exposure:    1/30 s" in out and "ISO:         3200" in out
+    assert "output size: 45x67" in out  # rotated 90°
+    assert "auto ratio:  x" in out and "sony (the default model, sony, suits this sensor)" in out
+    assert err.strip() == f"seedark: error: {tmp_path / 'missing.ARW'}: no such file"
+
+
+def test_both_weights_and_model(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "enhance", shot, "--weights", FIXTURE, "--model", "sony")
+    assert code == 2 and "either --weights or --model" in err

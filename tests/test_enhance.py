@@ -122,3 +122,23 @@ def test_camera_metadata_is_read(tmp_path: Path, rng: np.random.Generator) -> No
     assert (cam.make, cam.model, cam.iso) == ("Sony", "ILCE-7SM2", 12800)
     assert cam.exposure_time == pytest.approx(1 / 30)
     assert cam.lens_model == "FE 35mm F2.8 ZA"
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.ARW"
+    empty.write_bytes(b"")
+    with pytest.raises(RawReadError, match="file is empty"):
+        seedark.read_raw(empty)
+
+
+def test_white_level_below_black_is_refused(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = write_dng(tmp_path / "w.dng", rng.integers(0, 400, (32, 32), dtype=np.uint16), white_level=400)
+    with pytest.raises(RawReadError, match="white level 400 is not above the black level 512"):
+        seedark.read_raw(path)
+
+
+def test_non_bayer_2x2_pattern(tmp_path: Path, rng: np.random.Generator) -> None:
+    odd = np.array([[0, 1], [2, 2]], dtype=np.uint8)  # R G / B B: not a Bayer layout
+    path = write_dng(tmp_path / "rgbb.dng", rng.integers(600, 900, (32, 32), dtype=np.uint16), cfa=odd)
+    with pytest.raises(UnsupportedSensorError, match="neither a 2x2 Bayer"):
+        seedark.read_raw(path)

@@ -138,3 +138,15 @@ def test_official_index_with_mismatched_data_is_refused(tmp_path: Path) -> None:
         f.truncate(87_552_664)  # right size, wrong bytes
     with pytest.raises(WeightsError, match="CRC32C"):
         load_weights(tmp_path)
+
+
+def test_folder_with_several_checkpoints(tmp_path: Path) -> None:
+    for name in ("a.ckpt", "b.ckpt"):
+        for f in FIXTURE.glob("model.ckpt.*"):
+            shutil.copy(f, tmp_path / f.name.replace("model.ckpt", name))
+    with pytest.raises(WeightsError, match=r"several checkpoints here \(a.ckpt.index, b.ckpt.index\)"):
+        resolve_prefix(tmp_path)
+    # TF's own state file picks one
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "b.ckpt"\nall_model_checkpoint_paths: "b.ckpt"\n')
+    assert resolve_prefix(tmp_path) == tmp_path / "b.ckpt"
+    assert load_weights(tmp_path).spec.width == 4

@@ -244,6 +244,7 @@ def run_batch(
     precision: str = "auto",
     tile: str | int | None = "auto",
     on_event: Callable[[BatchEvent], None] | None = None,
+    download_progress: Callable[[int, int | None], None] | None = None,
     decoder: Decoder = prepare_file,
     isolate: bool = True,
 ) -> BatchReport:
@@ -366,7 +367,7 @@ def run_batch(
             engine = engines.get(prepared.sensor)
             if engine is None:
                 try:
-                    engine = _engine_for(prepared.sensor, weights, model, device, precision)
+                    engine = _engine_for(prepared.sensor, weights, model, device, precision, download_progress)
                 except SeedarkError as exc:
                     if not engines:
                         raise  # no model at all (offline, bad device...): every file would fail alike

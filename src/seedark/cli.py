@@ -186,6 +186,7 @@ def enhance(
         precision=precision,
         tile=tile,
         progress=None if quiet else Progress("enhancing", " tiles"),
+        download_progress=None if quiet else Progress("downloading model", "B"),
     )
     click.echo(str(written))
 
@@ -271,6 +272,7 @@ def batch(
         precision=precision,
         tile=tile,
         on_event=BatchDisplay(ctx.obj["quiet"]),
+        download_progress=None if ctx.obj["quiet"] else Progress("downloading model", "B"),
     )
     err = sys.stderr
     summary = f"converted {len(report.converted)}, skipped {len(report.skipped)}, failed {len(report.failed)}"

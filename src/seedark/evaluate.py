@@ -134,7 +134,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def align_ground_truth(gt: np.ndarray, gt_flip: int, frame: RawFrame, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def align_ground_truth(
+    gt: np.ndarray, gt_flip: int, frame: RawFrame, output: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(ground truth, output) cropped to the sensor area both cover, oriented like the output, float32.
 
     ``gt`` is uint16 as ``postprocess`` gives it; ``output`` is what

@@ -23,6 +23,7 @@ import numpy as np
 from . import __version__
 from .errors import OutputError, UnsupportedSensorError, UsageError
 from .exposure import parse_ratio
+from .devices import resolve_device, resolve_precision
 from .inference import Engine, parse_tile
 from .output import apply_orientation, default_extension, format_from_path, write_image
 from .prepare import Prepared, default_model_for, pack, prepare, prepare_file, sensor_area
@@ -46,10 +47,16 @@ def load_engine(
     model: str | None = None,
     device: str = "auto",
     precision: str = "auto",
+    download_progress: ProgressFn | None = None,
 ) -> Engine:
-    """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``."""
+    """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``.
+
+    The device and precision are checked first, so a missing GPU is reported
+    before anything is downloaded.
+    """
     if weights is not None and model is not None:
         raise UsageError("give either --weights or --model, not both")
+    resolve_precision(precision, resolve_device(device))
     if isinstance(weights, LoadedWeights):
         loaded = weights
     elif weights is not None:
@@ -57,7 +64,7 @@ def load_engine(
     else:
         from .store import load_model
 
-        loaded = load_model(model)
+        loaded = load_model(model, progress=download_progress)
     engine = Engine(loaded, device=device, precision=precision)
     log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
     return engine
@@ -113,10 +120,11 @@ def _engine_for(
     model: str | None,
     device: str,
     precision: str,
+    download_progress: ProgressFn | None = None,
 ) -> Engine:
     if weights is None and model is None:
         model = default_model_for(sensor)
-    return load_engine(weights, model=model, device=device, precision=precision)
+    return load_engine(weights, model=model, device=device, precision=precision, download_progress=download_progress)
 
 
 def enhance(
@@ -256,6 +264,7 @@ def enhance_file(
     tile: str | int | None = "auto",
     engine: Engine | None = None,
     progress: ProgressFn | None = None,
+    download_progress: ProgressFn | None = None,
 ) -> Path:
     """Enhance ``source`` and write it; returns the written path.
 
@@ -268,7 +277,7 @@ def enhance_file(
     plan = plan_output(source, output, fmt=fmt, bits=bits, overwrite=overwrite)
     frame = read_raw(source)
     if engine is None:
-        engine = _engine_for(frame.sensor, weights, model, device, precision)
+        engine = _engine_for(frame.sensor, weights, model, device, precision, download_progress)
     _check_fit(engine, frame.sensor, frame.path)
     prepared = prepare(frame, ratio)
     del frame

@@ -34,7 +34,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ from .dataset import (
     synthetic_srgb_patch,
 )
 from .devices import resolve_device
-from .errors import DeviceError, SeedarkError, UsageError, WeightsError
+from .errors import DeviceError, SeedarkError, UsageError
 from .network import NetworkSpec, SIDUNet
 from .noise import DEFAULT_SRGB_WB, SONY_A7S2, NoiseProfile
 from .raw import read_raw
@@ -125,14 +125,14 @@ class TrainConfig:
         """Refuse settings that cannot work, before anything is read or written."""
         if (self.train_list is None) == (self.synthetic is None):
             raise UsageError("give either a training list (--list) or a folder of clean images (--synthetic)")
-        positive = {"epochs": self.epochs, "patch": self.patch, "save_every": self.save_every,
-                    "log_every": self.log_every}
-        for name, value in positive.items():
-            if value < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {value}")
-        for name, value in {"lr": self.lr, "lr_after_drop": self.lr_after_drop}.items():
-            if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"{name.replace('_', '-')} must be a number > 0, got {value}")
+        counts = {"epochs": self.epochs, "patch": self.patch, "save_every": self.save_every}
+        counts["log_every"] = self.log_every
+        for name, count in counts.items():
+            if count < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be at least 1, got {count}")
+        for name, rate in {"lr": self.lr, "lr_after_drop": self.lr_after_drop}.items():
+            if not (math.isfinite(rate) and rate > 0):
+                raise UsageError(f"{name.replace('_', '-')} must be a number > 0, got {rate}")
         if self.width is not None and self.width < 1:
             raise UsageError(f"width must be at least 1, got {self.width}")
         if not (0 < self.ratio_min <= self.ratio_max and math.isfinite(self.ratio_max)):
@@ -407,7 +407,7 @@ def _b64(data: bytes) -> str:
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch (CPU, CUDA) global RNG states, as JSON."""
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "python": {"version": version, "state": list(internal), "gauss": gauss},
         "numpy": {
@@ -604,6 +604,14 @@ def _truncate_log(path: Path, epoch: int) -> None:
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
+def _best_validation(path: Path) -> float:
+    """Best validation PSNR a resumed run had reached (model-best.safetensors holds those weights)."""
+    if not path.is_file():
+        return -math.inf
+    values = [json.loads(line).get("psnr") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return max((float(v) for v in values if v is not None), default=-math.inf)
+
+
 def _describe_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     now = config.to_json()
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RESUME_SENSITIVE if saved.get(k) != now.get(k)]
@@ -616,7 +624,8 @@ def _load_data(config: TrainConfig) -> tuple[list[Pair] | None, list[Path] | Non
         raws = [s for s in sources if not is_image(s)]
         sensor = read_raw(raws[0]).sensor if raws else "bayer"
         if sensor != "bayer" and len(raws) != len(sources):
-            raise DatasetError("X-Trans RAW files and sRGB images (made into Bayer raws) cannot be mixed", config.synthetic)
+            why = "X-Trans RAW files and sRGB images (made into Bayer raws) cannot be mixed"
+            raise DatasetError(why, config.synthetic)
         return None, sources, *(_sensor_shape(sensor))
     assert config.train_list is not None
     pairs = read_list(config.train_list, config.data_root)
@@ -627,13 +636,16 @@ def _sensor_shape(sensor: str) -> tuple[int, int]:
     return (4, 2) if sensor == "bayer" else (9, 3)
 
 
-def _validation_pairs(config: TrainConfig) -> list[Pair]:
+def _validation_pairs(config: TrainConfig, in_channels: int) -> list[Pair]:
     if config.val_list is None or config.val_every == 0:
         return []
     from .evaluate import split_misaligned
 
     pairs, _ = split_misaligned(read_list(config.val_list, config.data_root), False)
-    return pairs[: config.val_limit] if config.val_limit else pairs
+    pairs = pairs[: config.val_limit] if config.val_limit else pairs
+    if pairs and _sensor_shape(read_raw(pairs[0].short).sensor)[0] != in_channels:
+        raise DatasetError("the validation list is from another kind of sensor than the training data", config.val_list)
+    return pairs
 
 
 def _validate(
@@ -694,13 +706,14 @@ def _train(
             f"{out} already holds checkpoints; add --resume to continue that run, or choose another --out"
         )
     pairs, sources, in_channels, block = _load_data(config)
-    val_pairs = _validation_pairs(config)
+    val_pairs = _validation_pairs(config, in_channels)
 
     ckpt = load_checkpoint(resume_path) if resume_path is not None else None
     if ckpt is not None:
         saved_spec = ckpt.weights.spec
         if saved_spec.in_channels != in_channels:
-            raise TrainingError(f"checkpoint takes {saved_spec.in_channels}-channel input, the data {in_channels}", ckpt.path)
+            why = f"checkpoint takes {saved_spec.in_channels}-channel input, the data {in_channels}"
+            raise TrainingError(why, ckpt.path)
         if config.width is not None and config.width != saved_spec.width:
             raise TrainingError(f"checkpoint has width {saved_spec.width}, not --width {config.width}", ckpt.path)
         weights = ckpt.weights
@@ -735,6 +748,7 @@ def _train(
     net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     start_epoch, step = 0, 0
+    best = -math.inf
     if ckpt is not None:
         optimizer.load_state_dict(ckpt.optimizer)
         start_epoch, step = ckpt.epoch, ckpt.step
@@ -743,6 +757,7 @@ def _train(
         if dist.main:
             _truncate_log(out / TRAIN_LOG, start_epoch)
             _truncate_log(out / VAL_LOG, start_epoch)
+            best = _best_validation(out / VAL_LOG)
     model: torch.nn.Module = net
     if dist.world > 1:
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -752,7 +767,6 @@ def _train(
     history: list[dict[str, Any]] = []
     validation: list[dict[str, Any]] = []
     last_ckpt: Path | None = ckpt.path if ckpt is not None else None
-    best = -math.inf
     result = TrainResult(out, None, last_ckpt, start_epoch, step, history, validation)
     if start_epoch >= config.epochs:
         log.info("the run already has %d epoch(s); nothing to train", start_epoch)
@@ -831,24 +845,6 @@ def _train(
     return result
 
 
-def config_from_checkpoint(folder: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-    """The settings a checkpoint was trained with (for reruns), with ``overrides`` applied."""
-    ckpt_state = load_checkpoint(folder).state.get("config", {})
-    names = {f.name for f in fields(TrainConfig)}
-    values: dict[str, Any] = {}
-    for key, value in ckpt_state.items():
-        if key not in names:
-            continue
-        if key == "noise_profile":
-            values[key] = NoiseProfile.from_dict(value)
-        elif key in ("out", "train_list", "data_root", "val_list", "synthetic", "cache_dir", "init_weights",
-                     "resume_from") and value is not None:
-            values[key] = Path(value)
-        else:
-            values[key] = value
-    return replace(TrainConfig(**values), **overrides)
-
-
 __all__ = [
     "Checkpoint",
     "EpochSampler",
@@ -857,7 +853,6 @@ __all__ = [
     "TrainStatus",
     "TrainingError",
     "TrainingSet",
-    "config_from_checkpoint",
     "export_model",
     "init_official",
     "latest_checkpoint",
