@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .devices import resolve_device, resolve_precision
 from .errors import OutputError, UnsupportedSensorError, UsageError
 from .exposure import parse_ratio
-from .devices import resolve_device, resolve_precision
 from .inference import Engine, parse_tile
 from .output import apply_orientation, default_extension, format_from_path, write_image
 from .prepare import Prepared, default_model_for, pack, prepare, prepare_file, sensor_area
@@ -35,6 +36,8 @@ from .weights import LoadedWeights, load_weights
 log = logging.getLogger("seedark")
 
 DEFAULT_FORMAT = "png"
+#: Download progress: (bytes done, bytes expected or None).
+ByteProgress = Callable[[int, int | None], None]
 SENSOR_NAMES = {"bayer": "a Bayer", "xtrans": "an X-Trans"}
 
 
@@ -47,7 +50,7 @@ def load_engine(
     model: str | None = None,
     device: str = "auto",
     precision: str = "auto",
-    download_progress: ProgressFn | None = None,
+    download_progress: ByteProgress | None = None,
 ) -> Engine:
     """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``.
 
@@ -120,7 +123,7 @@ def _engine_for(
     model: str | None,
     device: str,
     precision: str,
-    download_progress: ProgressFn | None = None,
+    download_progress: ByteProgress | None = None,
 ) -> Engine:
     if weights is None and model is None:
         model = default_model_for(sensor)
@@ -264,7 +267,7 @@ def enhance_file(
     tile: str | int | None = "auto",
     engine: Engine | None = None,
     progress: ProgressFn | None = None,
-    download_progress: ProgressFn | None = None,
+    download_progress: ByteProgress | None = None,
 ) -> Path:
     """Enhance ``source`` and write it; returns the written path.
 

@@ -24,9 +24,10 @@ import numpy as np
 
 from .errors import WeightsError
 
+_crc32c_fast: Callable[[bytes | memoryview], int] | None
 try:  # the C extension is ~1000x faster than the pure-Python table below
     from crc32c import crc32c as _crc32c_fast
-except ImportError:  # pragma: no cover - depends on the environment
+except ImportError:  # pragma: no cover - a platform without a wheel: slow but correct
     _crc32c_fast = None
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
@@ -170,7 +171,9 @@ def _parse_shape(buf: bytes) -> tuple[int, ...]:
 
 
 def _parse_entry(name: str, buf: bytes) -> TensorEntry:
-    dtype_code, shape, shard, offset, size, crc, sliced = 0, (), 0, 0, 0, None, False
+    dtype_code, shard, offset, size, sliced = 0, 0, 0, 0, False
+    shape: tuple[int, ...] = ()
+    crc: int | None = None
     for field, _, value in _fields(buf):
         if field == 1 and isinstance(value, int):
             dtype_code = value
