@@ -129,6 +129,7 @@ ERROR_CASES = {
     "missing out folder": (lambda t, s: [s, "--ratio", "3", "-o", t / "no" / "x.png"], 1, "does not exist"),
     "out folder is a file": (lambda t, s: [s, "--ratio", "3", "-o", _text(t) / "x.png"], 1, "not a folder"),
     "unknown extension": (lambda t, s: [s, "--ratio", "3", "-o", t / "x.bmp"], 2, "output format"),
+    "bits 12": (lambda t, s: [s, "--ratio", "3", "--bits", "12"], 2, "bits must be 8 or 16"),
     "jpeg 16 bits": (lambda t, s: [s, "--ratio", "3", "-o", t / "x.jpg", "--bits", "16"], 2, "8 bits"),
     "crc failure": (lambda t, s: [s, "--ratio", "3", "--weights", _tampered_checkpoint(t)], 1, "CRC32C"),
     "weights misfit": (

@@ -129,62 +129,45 @@ def _engine_options(f: Any) -> Any:
     return f
 
 
+def _output_options(f: Any) -> Any:
+    options = [
+        click.option(
+            "--ratio",
+            default="auto",
+            show_default=True,
+            help="Amplification (reference exposure / this exposure; paper: 100-300), or auto to estimate it.",
+        ),
+        click.option(
+            "--format", "fmt", type=click.Choice(["png", "tiff", "jpeg"]), help="Output format (default: png)."
+        ),
+        click.option("--bits", type=int, help="Bits per sample for PNG/TIFF: 8 or 16 (default: 8 PNG, 16 TIFF)."),
+        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        click.option(
+            "--compare", is_flag=True, help="Also write <name>_compare.jpg: naively brightened input | enhanced."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.argument("raw_file", type=click.Path(path_type=Path))
 @click.option(
-    "--ratio",
-    default="auto",
-    show_default=True,
-    help="Amplification (reference exposure / this exposure; paper: 100-300), or auto to estimate it.",
-)
-@click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Output file or folder (default: next to the input)."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["png", "tiff", "jpeg"]),
-    help="Output format (default: from the extension, else png).",
-)
-@click.option(
-    "--bits", type=click.Choice(["8", "16"]), help="Bits per sample for PNG/TIFF (default: 8 for PNG, 16 for TIFF)."
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-@click.option("--compare", is_flag=True, help="Also write <name>_compare.jpg: naively brightened input | enhanced.")
+@_output_options
 @_engine_options
 @click.pass_context
-def enhance(
-    ctx: click.Context,
-    raw_file: Path,
-    ratio: str,
-    output: Path | None,
-    fmt: str | None,
-    bits: str | None,
-    overwrite: bool,
-    compare: bool,
-    weights: Path | None,
-    model: str | None,
-    device: str,
-    precision: str,
-    tile: str,
-) -> None:
-    """Enhance one RAW file."""
+def enhance(ctx: click.Context, raw_file: Path, output: Path | None, **options: Any) -> None:
+    """Enhance one RAW file; prints the path written."""
     from .pipeline import enhance_file
 
     quiet = ctx.obj["quiet"]
     written = enhance_file(
         raw_file,
         output,
-        ratio=ratio,
-        fmt=fmt,
-        bits=int(bits) if bits else None,
-        overwrite=overwrite,
-        compare=compare,
-        weights=weights,
-        model=model,
-        device=device,
-        precision=precision,
-        tile=tile,
+        **options,
         progress=None if quiet else Progress("enhancing", " tiles"),
         download_progress=None if quiet else Progress("downloading model", "B"),
     )
@@ -231,48 +214,21 @@ class BatchDisplay:
     "-o", "--output", "outdir", type=click.Path(path_type=Path), help="Output folder (default: next to each input)."
 )
 @click.option("-r", "--recursive", is_flag=True, help="Look into subfolders and mirror the tree in the output folder.")
-@click.option("--ratio", default="auto", show_default=True, help="Amplification for every file, or auto per file.")
-@click.option("--format", "fmt", type=click.Choice(["png", "tiff", "jpeg"]), help="Output format (default png).")
-@click.option("--bits", type=click.Choice(["8", "16"]), help="Bits per sample for PNG/TIFF.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them, so a re-run resumes).")
-@click.option("--compare", is_flag=True, help="Also write <name>_compare.jpg beside each output.")
+@_output_options
 @_engine_options
 @click.pass_context
-def batch(
-    ctx: click.Context,
-    inputs: tuple[Path, ...],
-    outdir: Path | None,
-    recursive: bool,
-    ratio: str,
-    fmt: str | None,
-    bits: str | None,
-    overwrite: bool,
-    compare: bool,
-    weights: Path | None,
-    model: str | None,
-    device: str,
-    precision: str,
-    tile: str,
-) -> None:
-    """Enhance every RAW file in folders (and files) given."""
+def batch(ctx: click.Context, inputs: tuple[Path, ...], outdir: Path | None, recursive: bool, **options: Any) -> None:
+    """Enhance every RAW file in the folders (and files) given; existing outputs are skipped."""
     from .batch import run_batch
 
+    quiet = ctx.obj["quiet"]
     report = run_batch(
         inputs,
         outdir,
         recursive=recursive,
-        ratio=ratio,
-        fmt=fmt,
-        bits=int(bits) if bits else None,
-        overwrite=overwrite,
-        compare=compare,
-        weights=weights,
-        model=model,
-        device=device,
-        precision=precision,
-        tile=tile,
-        on_event=BatchDisplay(ctx.obj["quiet"]),
-        download_progress=None if ctx.obj["quiet"] else Progress("downloading model", "B"),
+        **options,
+        on_event=BatchDisplay(quiet),
+        download_progress=None if quiet else Progress("downloading model", "B"),
     )
     err = sys.stderr
     summary = f"converted {len(report.converted)}, skipped {len(report.skipped)}, failed {len(report.failed)}"
@@ -371,6 +327,263 @@ def models_remove(name: str) -> None:
     if not remove_model(name):
         raise SeedarkError(f"model {name!r} is not cached")
     click.echo(f"removed {name}")
+
+
+def _find_list(list_file: Path, data: Path | None) -> Path:
+    """A list file as given, else inside --data (``--data DIR --list Sony_test_list.txt``)."""
+    if list_file.exists() or data is None or list_file.is_absolute():
+        return list_file
+    return data / list_file
+
+
+@cli.command("eval")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Dataset folder the list's paths are relative to (default: the list's folder).",
+)
+@click.option(
+    "--list",
+    "list_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Official list, e.g. Sony_test_list.txt (looked up in --data too).",
+)
+@click.option("--all", "include_all", is_flag=True, help="Also score the misaligned scenes 10034, 10045 and 10172.")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder to write results.csv and results.json into.")
+@click.option("--save-images", is_flag=True, help="Also write each output as <input name>.png into --out.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Keep the decoded ground truth here for later runs.")
+@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs.")
+@_engine_options
+@click.pass_context
+def eval_command(
+    ctx: click.Context,
+    data: Path | None,
+    list_file: Path,
+    include_all: bool,
+    out: Path | None,
+    save_images: bool,
+    cache_dir: Path | None,
+    limit: int | None,
+    weights: Path | None,
+    model: str | None,
+    device: str,
+    precision: str,
+    tile: str,
+) -> None:
+    """Score a model on an official SID list: PSNR and SSIM per image, overall and per ratio."""
+    from .evaluate import ImageScore, evaluate
+
+    quiet = ctx.obj["quiet"]
+
+    def show(score: ImageScore) -> None:
+        if not quiet:
+            name = score.pair.short_name or str(score.pair.short)
+            click.echo(f"{name}  x{score.pair.ratio:g}  PSNR {score.psnr:.2f} dB  SSIM {score.ssim:.4f}")
+
+    report = evaluate(
+        _find_list(list_file, data),
+        data_root=data,
+        weights=weights,
+        model=model,
+        include_misaligned=include_all,
+        out_dir=out,
+        save_images=save_images,
+        device=device,
+        precision=precision,
+        tile=tile,
+        cache_dir=cache_dir,
+        limit=limit,
+        on_image=show,
+    )
+    click.echo(f"mean of {len(report.scores)} images: PSNR {report.mean_psnr:.2f} dB, SSIM {report.mean_ssim:.4f}")
+    for label, group in report.per_ratio().items():
+        click.echo(f"  {label}: PSNR {group['psnr']:.2f} dB, SSIM {group['ssim']:.4f} ({group['count']} images)")
+    if report.excluded:
+        scenes = ", ".join(f"{s:05d}" for s in sorted({p.scene for p in report.excluded}))
+        click.echo(f"left out {len(report.excluded)} pair(s) of misaligned scenes {scenes} (--all keeps them)")
+    if out is not None:
+        click.echo(f"results: {out / 'results.csv'}, {out / 'results.json'}")
+
+
+@cli.command("train")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Dataset folder the lists' paths are relative to (default: each list's folder).",
+)
+@click.option(
+    "--list",
+    "list_file",
+    type=click.Path(path_type=Path),
+    help="Training list, e.g. Sony_train_list.txt (looked up in --data too).",
+)
+@click.option(
+    "--val-list",
+    type=click.Path(path_type=Path),
+    help="Validation list scored every --val-every epochs, e.g. Sony_val_list.txt.",
+)
+@click.option(
+    "--synthetic",
+    type=click.Path(path_type=Path),
+    help="Instead of --list: make pairs from the clean RAW files / sRGB images in this folder.",
+)
+@click.option(
+    "--noise-profile",
+    type=click.Path(path_type=Path),
+    help="Noise calibration JSON for --synthetic (default: Sony a7S II, ELD).",
+)
+@click.option(
+    "--ratio-min", type=float, default=100.0, show_default=True, help="Smallest synthetic amplification ratio."
+)
+@click.option(
+    "--ratio-max", type=float, default=300.0, show_default=True, help="Largest synthetic amplification ratio."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run folder: checkpoints, logs, cache, model.safetensors.",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--resume-from", type=click.Path(path_type=Path), help="Continue from this checkpoint folder.")
+@click.option("--epochs", type=int, default=4000, show_default=True, help="Epochs (each visits every reference once).")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--lr-drop-epoch",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Epochs after this one use --lr-after-drop (0: never).",
+)
+@click.option(
+    "--lr-after-drop", type=float, default=1e-5, show_default=True, help="Learning rate after --lr-drop-epoch."
+)
+@click.option(
+    "--patch", type=int, default=512, show_default=True, help="Patch side in packed pixels (the target is 2x or 3x)."
+)
+@click.option("--width", type=int, help="Channels of the first level (default 32, or the starting weights').")
+@click.option("--no-augment", is_flag=True, help="No random flips and transpose.")
+@click.option("--save-every", type=int, default=10, show_default=True, help="Write a checkpoint every N epochs.")
+@click.option("--keep", type=int, default=2, show_default=True, help="Checkpoints kept (0: all); see --keep-every.")
+@click.option(
+    "--keep-every",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Also keep checkpoints at multiples of N epochs (0: none).",
+)
+@click.option("--val-every", type=int, default=100, show_default=True, help="Validate every N epochs (0: never).")
+@click.option("--val-limit", type=click.IntRange(min=1), help="Validate on the first N pairs of --val-list only.")
+@click.option("--log-every", type=int, default=10, show_default=True, help="Log the loss every N epochs.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the initial weights, data order and patches."
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto, cpu, cuda, cuda:N or mps (torchrun: one GPU per process).",
+)
+@click.option("--workers", type=int, default=4, show_default=True, help="Data-loading processes per training process.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Decoded-image cache (default: <out>/cache).")
+@click.option(
+    "--cache-inputs", is_flag=True, help="Also cache the dark RAW mosaics (faster epochs, ~2x the dataset on disk)."
+)
+@click.option("--weights", type=click.Path(path_type=Path), help="Fine-tune: start from these weights.")
+@click.option("--model", help="Fine-tune: start from this cached model (e.g. sony).")
+@click.option(
+    "--deterministic", is_flag=True, help="Deterministic GPU kernels (slower), for bit-exact resumes on GPUs."
+)
+@click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_quiet, help="No progress on stderr.")
+@click.pass_context
+def train_command(
+    ctx: click.Context,
+    data: Path | None,
+    list_file: Path | None,
+    val_list: Path | None,
+    synthetic: Path | None,
+    noise_profile: Path | None,
+    ratio_min: float,
+    ratio_max: float,
+    out: Path,
+    resume: bool,
+    resume_from: Path | None,
+    epochs: int,
+    lr: float,
+    lr_drop_epoch: int,
+    lr_after_drop: float,
+    patch: int,
+    width: int | None,
+    no_augment: bool,
+    save_every: int,
+    keep: int,
+    keep_every: int,
+    val_every: int,
+    val_limit: int | None,
+    log_every: int,
+    seed: int,
+    device: str,
+    workers: int,
+    cache_dir: Path | None,
+    cache_inputs: bool,
+    weights: Path | None,
+    model: str | None,
+    deterministic: bool,
+) -> None:
+    """Train the SID network (the paper's recipe by default); run under torchrun for several GPUs or nodes."""
+    import os
+
+    from .noise import SONY_A7S2, load_profile
+    from .train import TrainConfig, TrainStatus, train
+
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank != 0:  # one voice per job: the other ranks only report problems
+        log.setLevel(logging.WARNING)
+    quiet = ctx.obj["quiet"] or rank != 0
+    config = TrainConfig(
+        out=out,
+        train_list=_find_list(list_file, data) if list_file is not None else None,
+        data_root=data,
+        val_list=_find_list(val_list, data) if val_list is not None else None,
+        synthetic=synthetic,
+        noise_profile=load_profile(noise_profile) if noise_profile is not None else SONY_A7S2,
+        ratio_min=ratio_min,
+        ratio_max=ratio_max,
+        epochs=epochs,
+        lr=lr,
+        lr_drop_epoch=lr_drop_epoch,
+        lr_after_drop=lr_after_drop,
+        patch=patch,
+        width=width,
+        augment=not no_augment,
+        save_every=save_every,
+        keep=keep,
+        keep_every=keep_every,
+        val_every=val_every,
+        val_limit=val_limit,
+        log_every=log_every,
+        seed=seed,
+        device=device,
+        workers=workers,
+        cache_dir=cache_dir,
+        cache_inputs=cache_inputs,
+        init_weights=weights,
+        init_model=model,
+        resume=resume or resume_from is not None,
+        resume_from=resume_from,
+        deterministic=deterministic,
+    )
+    bar = Progress("training", " steps")
+    cache_bar = Progress("decoding ground truth", " files")
+
+    def on_step(status: TrainStatus) -> None:
+        bar.label = f"epoch {status.epoch}/{status.epochs} loss {status.epoch_loss:.4f}"
+        bar(status.step, status.total_steps)
+
+    result = train(config, progress=None if quiet else on_step, cache_progress=None if quiet else cache_bar)
+    if rank == 0 and result.model is not None:
+        click.echo(str(result.model))
 
 
 def main(argv: list[str] | None = None) -> None:
