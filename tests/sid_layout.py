@@ -68,17 +68,19 @@ def clean_scene(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
 
 def _write_scene(
     root: Path, camera: str, ext: str, scene: int, long_exp: float, shorts: tuple[float, ...],
-    rng: np.random.Generator, size: tuple[int, int],
+    rng: np.random.Generator, size: tuple[int, int], orientation: int,
 ) -> tuple[np.ndarray, list[str]]:
     clean = clean_scene(rng, size)
     long_name = f"{scene:05d}_00_{_exposure_text(long_exp)}s{ext}"
     long_mosaic = np.clip(np.round(clean + BLACK + rng.normal(0, 2.0, size)), 0, WHITE).astype(np.uint16)
-    write_dng(root / camera / "long" / long_name, long_mosaic, exposure_time=long_exp, iso=100)
+    write_dng(root / camera / "long" / long_name, long_mosaic, exposure_time=long_exp, iso=100, orientation=orientation)
     lines = []
     for short_exp in shorts:
         short_name = f"{scene:05d}_00_{_exposure_text(short_exp)}s{ext}"
         mosaic = synthesize(clean, long_exp / short_exp, SONY_A7S2, rng, black_level=BLACK, white_level=WHITE)
-        write_dng(root / camera / "short" / short_name, mosaic, exposure_time=short_exp, iso=3200)
+        write_dng(
+            root / camera / "short" / short_name, mosaic, exposure_time=short_exp, iso=3200, orientation=orientation
+        )
         lines.append(f"./{camera}/short/{short_name} ./{camera}/long/{long_name} ISO3200 F8")
     return clean, lines
 
@@ -93,8 +95,12 @@ def make_sid_dataset(
     train: dict[int, tuple[float, tuple[float, ...]]] | None = None,
     test: dict[int, tuple[float, tuple[float, ...]]] | None = None,
     val: dict[int, tuple[float, tuple[float, ...]]] | None = None,
+    orientation: int = 1,
 ) -> SidLayout:
-    """Write a tiny dataset in the official layout under ``root`` and return where things are."""
+    """Write a tiny dataset in the official layout under ``root`` and return where things are.
+
+    ``orientation`` is the TIFF orientation of every file (6: shot in portrait, turned 90 degrees).
+    """
     base = Path(root)
     (base / camera / "long").mkdir(parents=True, exist_ok=True)
     (base / camera / "short").mkdir(parents=True, exist_ok=True)
@@ -110,7 +116,7 @@ def make_sid_dataset(
     for list_file, scenes in splits:
         lines: list[str] = []
         for scene, (long_exp, shorts) in scenes.items():
-            clean, scene_lines = _write_scene(base, camera, ext, scene, long_exp, shorts, rng, size)
+            clean, scene_lines = _write_scene(base, camera, ext, scene, long_exp, shorts, rng, size, orientation)
             layout.clean[scene] = clean
             lines += scene_lines
         list_file.write_text("\n".join(lines) + "\n")

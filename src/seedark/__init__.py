@@ -1,7 +1,9 @@
 """seedark: dark RAW photos to clean sRGB images with the "Learning to See in the Dark" network.
 
 The names below are imported lazily, so ``import seedark`` (and ``seedark --help``)
-stays fast; torch and rawpy load on first use.
+stays fast; torch and rawpy load on first use. Training and evaluation live in
+``seedark.train`` and ``seedark.evaluate`` (not re-exported: a function named like
+its module would be shadowed by the module on import).
 """
 
 from __future__ import annotations
@@ -37,9 +39,18 @@ _EXPORTS = {
     "DeviceError": "errors",
     "OutputError": "errors",
     "DownloadError": "errors",
+    "DatasetError": "errors",
+    "TrainingError": "errors",
+    "run_batch": "batch",
+    "describe": "info",
+    "TrainConfig": "train",
+    "load_model": "store",
+    "download_model": "store",
+    "import_model": "store",
 }
 
 __all__ = [
+    "DatasetError",
     "DeviceError",
     "DownloadError",
     "Engine",
@@ -50,42 +61,55 @@ __all__ = [
     "RawReadError",
     "SIDUNet",
     "SeedarkError",
+    "TrainConfig",
+    "TrainingError",
     "UnsupportedSensorError",
     "UsageError",
     "WeightsError",
     "__version__",
     "amplify",
+    "describe",
+    "download_model",
     "enhance",
     "enhance_file",
     "enhance_frame",
+    "import_model",
     "load_engine",
+    "load_model",
     "load_weights",
     "pack_bayer",
     "plan_output",
     "read_checkpoint",
     "read_raw",
+    "run_batch",
     "save_safetensors",
     "write_image",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch import run_batch
     from .errors import (
+        DatasetError,
         DeviceError,
         DownloadError,
         OutputError,
         RawReadError,
         SeedarkError,
+        TrainingError,
         UnsupportedSensorError,
         UsageError,
         WeightsError,
     )
     from .inference import Engine
+    from .info import describe
     from .network import NetworkSpec, SIDUNet
     from .output import write_image
     from .packing import amplify, pack_bayer
     from .pipeline import enhance, enhance_file, enhance_frame, load_engine, plan_output
     from .raw import RawFrame, read_raw
+    from .store import download_model, import_model, load_model
     from .tfcheckpoint import read_checkpoint
+    from .train import TrainConfig
     from .weights import LoadedWeights, load_weights, save_safetensors
 
 

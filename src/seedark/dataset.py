@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RawReadError, SeedarkError, UnsupportedSensorError
+from .errors import DatasetError, RawReadError, UnsupportedSensorError
 from .noise import DEFAULT_SRGB_WB, NoiseProfile, add_noise, sample_params, srgb_to_mosaic
 from .output import apply_orientation
 from .packing import amplify, xtrans_phase
@@ -55,10 +55,6 @@ _INVERSE_FLIP = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 5, 7: 7}
 ProgressFn = Callable[[int, int], None]
 #: A cached array and the facts stored with it.
 Entry = tuple[np.ndarray, dict[str, Any]]
-
-
-class DatasetError(SeedarkError):
-    """A list file or dataset folder that does not follow the SID layout."""
 
 
 # --------------------------------------------------------------------------- names and lists
@@ -560,6 +556,7 @@ __all__ = [
     "exposure_ratio",
     "find_sources",
     "group_by_reference",
+    "is_image",
     "paired_patch",
     "parse_name",
     "ratio_label",

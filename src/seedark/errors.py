@@ -59,3 +59,11 @@ class OutputError(SeedarkError):
 
 class DownloadError(SeedarkError):
     """A model file could not be fetched or failed verification after fetching."""
+
+
+class DatasetError(SeedarkError):
+    """A list file or dataset folder that does not follow the SID layout."""
+
+
+class TrainingError(SeedarkError):
+    """A training run that cannot start or continue (bad checkpoint, mismatched settings...)."""

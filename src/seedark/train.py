@@ -56,7 +56,7 @@ from .dataset import (
     synthetic_srgb_patch,
 )
 from .devices import resolve_device
-from .errors import DeviceError, SeedarkError, UsageError
+from .errors import DeviceError, TrainingError, UsageError
 from .network import NetworkSpec, SIDUNet
 from .noise import DEFAULT_SRGB_WB, SONY_A7S2, NoiseProfile
 from .raw import read_raw
@@ -77,10 +77,6 @@ VAL_LOG = "validation.jsonl"
 DEFAULT_WIDTH = 32
 #: How long ranks wait for each other (rank 0 validating a large set, decoding the cache).
 DIST_TIMEOUT = timedelta(hours=2)
-
-
-class TrainingError(SeedarkError):
-    """A training run that cannot start or continue (bad checkpoint, mismatched settings...)."""
 
 
 @dataclass
