@@ -213,3 +213,4 @@ def test_output_folder_that_is_a_file(tmp_path: Path, rng: np.random.Generator, 
     (tmp_path / "taken").write_text("x")
     code, _, err = run_cli(capsys, "batch", tmp_path / "in", "-o", tmp_path / "taken", "--weights", WEIGHTS)
     assert code == 1 and err.strip() == f"seedark: error: {tmp_path / 'taken'}: output folder is not a folder"
+    assert (tmp_path / "taken").read_text() == "x"

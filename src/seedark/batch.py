@@ -35,12 +35,11 @@ from typing import Any
 from .errors import OutputError, SeedarkError, UsageError
 from .exposure import parse_ratio
 from .inference import Engine, parse_tile
-from .output import default_extension
+from .output import check_destination, default_extension
 from .pipeline import (
     OutputPlan,
     Prepared,
     _engine_for,
-    check_destination,
     infer,
     output_settings,
     write_result,

@@ -373,14 +373,22 @@ def _reason(err: OSError) -> str:
     return f"cannot write: {err.strerror or err}"
 
 
-def _check_destination(final: Path, overwrite: bool) -> None:
+def check_destination(final: Path, *, overwrite: bool, create_folder: bool = False) -> None:
+    """Refuse, before any work, an output that cannot or must not be written.
+
+    ``create_folder``: a missing folder is fine (the caller creates it).
+    """
     folder = final.parent
+    if create_folder and not folder.exists():
+        return
     if not folder.exists():
-        raise OutputError(f"folder does not exist: {folder}", final)
+        raise OutputError(f"output folder does not exist: {folder}", final)
     if not folder.is_dir():
-        raise OutputError(f"not a folder: {folder}", final)
+        raise OutputError(f"output folder is not a folder: {folder}", final)
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"cannot write: folder is not writable: {folder}", final)
     if final.is_dir():
-        raise OutputError("is a folder, not a file name", final)
+        raise OutputError("is a folder; give a file name or a folder to write into", final)
     if not overwrite and (final.exists() or final.is_symlink()):
         raise OutputError("already exists (use --overwrite to replace it)", final)
 
@@ -475,7 +483,7 @@ def write_image(
         raise OutputError("image too large for TIFF (over 4 GB); use PNG", final)
 
     # Fail before the expensive work when the result could not be published anyway.
-    _check_destination(final, overwrite)
+    check_destination(final, overwrite=overwrite)
 
     icc = srgb_icc_profile()
     q = quantise(rgb, bits)

@@ -26,7 +26,7 @@ from .devices import resolve_device, resolve_precision
 from .errors import OutputError, UnsupportedSensorError, UsageError
 from .exposure import parse_ratio
 from .inference import Engine, parse_tile
-from .output import apply_orientation, default_extension, format_from_path, write_image
+from .output import apply_orientation, check_destination, default_extension, format_from_path, write_image
 from .prepare import Prepared, default_model_for, pack, prepare, prepare_file, sensor_area
 from .preview import naive_brighten, side_by_side
 from .raw import RawFrame, check_input, read_raw
@@ -184,23 +184,6 @@ def output_settings(fmt: str | None, bits: int | None, dest: Path | None = None)
     if fmt == "jpeg" and bits != 8:
         raise UsageError("JPEG holds 8 bits per sample; use --bits 8, or PNG/TIFF for 16 bits")
     return fmt, bits
-
-
-def check_destination(dest: Path, *, overwrite: bool, create_folder: bool = False) -> None:
-    """Refuse, before any work, outputs that cannot or must not be written."""
-    parent = dest.parent
-    if create_folder and not parent.exists():
-        return
-    if not parent.exists():
-        raise OutputError("output folder does not exist", parent)
-    if not parent.is_dir():
-        raise OutputError("output folder is not a folder", parent)
-    if not os.access(parent, os.W_OK):
-        raise OutputError("output folder is not writable", parent)
-    if dest.is_dir():
-        raise OutputError("is a folder; give a file name or a folder to write into", dest)
-    if dest.exists() and not overwrite:
-        raise OutputError("already exists (use --overwrite to replace it)", dest)
 
 
 def plan_output(
