@@ -208,7 +208,9 @@ def test_ctrl_c_on_the_real_command(tmp_path: Path, rng: np.random.Generator) ->
     assert len(list(out.glob("*.png"))) == 40
 
 
-def test_output_folder_that_is_a_file(tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_folder_that_is_a_file(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
     shot(tmp_path / "in" / "a.dng", rng)
     (tmp_path / "taken").write_text("x")
     code, _, err = run_cli(capsys, "batch", tmp_path / "in", "-o", tmp_path / "taken", "--weights", WEIGHTS)

@@ -200,7 +200,9 @@ def test_output_name_taken_by_a_folder(shot: Path, capsys: pytest.CaptureFixture
     assert code == 1 and "is a folder" in err
 
 
-def test_output_would_replace_the_input(tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_would_replace_the_input(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = write_dng(tmp_path / "odd.png", rng.integers(500, 800, size=(32, 32), dtype=np.uint16))  # a DNG named .png
     code, _, err = run(capsys, "enhance", src, "--ratio", "5", "--weights", FIXTURE, "-o", src, "--overwrite")
     assert code == 1 and "replace the input" in err
