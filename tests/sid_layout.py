@@ -67,8 +67,15 @@ def clean_scene(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
 
 
 def _write_scene(
-    root: Path, camera: str, ext: str, scene: int, long_exp: float, shorts: tuple[float, ...],
-    rng: np.random.Generator, size: tuple[int, int], orientation: int,
+    root: Path,
+    camera: str,
+    ext: str,
+    scene: int,
+    long_exp: float,
+    shorts: tuple[float, ...],
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    orientation: int,
 ) -> tuple[np.ndarray, list[str]]:
     clean = clean_scene(rng, size)
     long_name = f"{scene:05d}_00_{_exposure_text(long_exp)}s{ext}"

@@ -239,3 +239,11 @@ def test_info(shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_both_weights_and_model(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "enhance", shot, "--weights", FIXTURE, "--model", "sony")
     assert code == 2 and "either --weights or --model" in err
+
+
+def test_engine_choice(shot: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE, "--engine", "pytorch")
+    assert code == 0 and "running on cpu (fp32, pytorch)" in err
+    monkeypatch.setenv("SEEDARK_ENGINE", "nonsense")
+    code, _, err = run(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE, "--overwrite")
+    assert code == 2 and "--engine" in err

@@ -201,8 +201,15 @@ def test_rotated_ground_truth_lines_up_with_the_sensor(tmp_path: Path) -> None:
 
 
 def test_crop_then_pack_is_packing_then_cropping(rng: np.random.Generator) -> None:
-    bayer = RawFrame(Path("b"), rng.integers(0, 16383, (20, 30), dtype=np.uint16), np.array([["G", "B"], ["R", "G"]]),
-                     "bayer", np.array([[510.0, 512.0], [514.0, 516.0]], dtype=np.float32), 16383, 0)
+    bayer = RawFrame(
+        Path("b"),
+        rng.integers(0, 16383, (20, 30), dtype=np.uint16),
+        np.array([["G", "B"], ["R", "G"]]),
+        "bayer",
+        np.array([[510.0, 512.0], [514.0, 516.0]], dtype=np.float32),
+        16383,
+        0,
+    )
     full = pack_bayer(bayer)
     np.testing.assert_array_equal(pack_bayer(crop_frame(bayer, 4, 6, 8, 10)), full[2:6, 3:8])
     # an odd offset shifts the CFA phase: the pattern is rolled to match
@@ -211,8 +218,15 @@ def test_crop_then_pack_is_packing_then_cropping(rng: np.random.Generator) -> No
     assert odd.black_levels.tolist() == [[516.0, 514.0], [512.0, 510.0]]
 
     pattern = np.roll(XTRANS_REFERENCE, (2, 3), axis=(0, 1))
-    xtrans = RawFrame(Path("x"), rng.integers(0, 16383, (40, 52), dtype=np.uint16), pattern, "xtrans",
-                      np.full((6, 6), 1024, dtype=np.float32), 16383, 0)
+    xtrans = RawFrame(
+        Path("x"),
+        rng.integers(0, 16383, (40, 52), dtype=np.uint16),
+        pattern,
+        "xtrans",
+        np.full((6, 6), 1024, dtype=np.float32),
+        16383,
+        0,
+    )
     y0, x0, b, align = ds.sensor_geometry(xtrans)
     assert (b, align) == (3, 2) and (y0, x0) == (2, 3)
     full = pack_xtrans(xtrans)
@@ -311,8 +325,13 @@ def test_find_sources(tmp_path: Path, rng: np.random.Generator) -> None:
 def test_xtrans_patch_starts_on_a_whole_tile(tmp_path: Path, rng: np.random.Generator) -> None:
     from rawgen import XTRANS_PATTERN
 
-    path = write_dng(tmp_path / "00001_00_0.1s.dng", rng.integers(600, 3000, (66, 96), dtype=np.uint16),
-                     cfa=XTRANS_PATTERN, make="Fujifilm", model="X-T2")
+    path = write_dng(
+        tmp_path / "00001_00_0.1s.dng",
+        rng.integers(600, 3000, (66, 96), dtype=np.uint16),
+        cfa=XTRANS_PATTERN,
+        make="Fujifilm",
+        model="X-T2",
+    )
     frame = read_raw(path)
     y0, x0, b, align = ds.sensor_geometry(frame)
     assert frame.sensor == "xtrans" and (b, align) == (3, 2)

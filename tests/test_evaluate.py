@@ -138,8 +138,22 @@ def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, st
 def test_cli_eval(layout: SidLayout, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "eval"
     code, out, err = run(
-        capsys, "eval", "--data", layout.root, "--list", "Sony_test_list.txt", "--weights", FIXTURE,
-        "--device", "cpu", "--tile", "0", "--out", out_dir, "--limit", "2",
+        capsys,
+        "eval",
+        "--data",
+        layout.root,
+        "--list",
+        "Sony_test_list.txt",
+        "--weights",
+        FIXTURE,
+        "--device",
+        "cpu",
+        "--tile",
+        "0",
+        "--out",
+        out_dir,
+        "--limit",
+        "2",
     )
     assert code == 0, err
     lines = out.splitlines()

@@ -7,28 +7,32 @@ import pytest
 
 from seedark.inference import Engine, parse_tile
 from seedark.network import NetworkSpec
-from seedark.tiling import MARGIN, auto_tile, plan_tiles
+from seedark.tiling import MARGIN, plan_tiles_fixed
 from seedark.weights import random_weights
 
 # fp32, reduced width: tiles differ from the whole frame only by float summation order.
 STITCH_TOLERANCE = 1e-5
 
 
-@pytest.mark.parametrize(("h", "w", "tile"), [(300, 410, 64), (257, 129, 100), (99, 500, 80), (40, 40, 16)])
-def test_tiles_cover_every_pixel_once_and_align_to_the_pooling_grid(h: int, w: int, tile: int) -> None:
-    tiles = plan_tiles(h, w, tile)
+@pytest.mark.parametrize(("h", "w", "tile"), [(300, 410, 64), (257, 129, 100), (99, 500, 80), (1424, 2128, 512)])
+def test_tiles_cover_every_pixel_once_with_one_shape_inside_the_frame(h: int, w: int, tile: int) -> None:
+    plan = plan_tiles_fixed(h, w, tile)
     cover = np.zeros((h, w), dtype=int)
-    for t in tiles:
+    for t in plan.tiles:
         cover[t.cy0 : t.cy1, t.cx0 : t.cx1] += 1
-        assert t.y0 % 16 == 0 and t.x0 % 16 == 0
-        assert t.cy0 % 16 == 0 and t.cx0 % 16 == 0
-        assert t.y0 == max(0, t.cy0 - MARGIN) and t.y1 == min(h, t.cy1 + MARGIN)
-        assert t.x0 == max(0, t.cx0 - MARGIN) and t.x1 == min(w, t.cx1 + MARGIN)
+        assert (t.y1 - t.y0, t.x1 - t.x0) == plan.extent  # one compiled shape serves every tile
+        assert t.y0 >= 0 and t.y1 <= h and t.x0 >= 0 and t.x1 <= w  # nothing padded
+        assert t.y0 % 16 == 0 and t.x0 % 16 == 0  # the whole frame's pooling grid
+        # a core never comes within MARGIN of an edge that is not the frame's edge
+        assert t.y0 == 0 or t.cy0 - t.y0 >= MARGIN
+        assert t.y1 == h or t.y1 - t.cy1 >= MARGIN
+        assert t.x0 == 0 or t.cx0 - t.x0 >= MARGIN
+        assert t.x1 == w or t.x1 - t.cx1 >= MARGIN
     assert (cover == 1).all()
 
 
 def test_zero_means_whole_frame() -> None:
-    assert len(plan_tiles(1000, 1000, 0)) == 1
+    assert len(plan_tiles_fixed(1000, 1000, 0).tiles) == 1
 
 
 @pytest.mark.parametrize(("h", "w"), [(301, 283), (150, 530)])
@@ -43,14 +47,6 @@ def test_tiled_equals_whole_frame(h: int, w: int, rng: np.random.Generator) -> N
     assert 0 < whole.mean() < 1, "random weights must give a non-degenerate image for this test to mean anything"
     err = float(np.abs(whole - tiled).max())
     assert err <= STITCH_TOLERANCE, err
-
-
-def test_auto_tile_fits_the_budget() -> None:
-    assert auto_tile(100, 100, budget_bytes=10**9, bytes_per_pixel=1000) == 0
-    core = auto_tile(1424, 2128, budget_bytes=500 * 10**6, bytes_per_pixel=400)
-    assert core % 16 == 0
-    assert (core + 2 * MARGIN) ** 2 * 400 <= 500 * 10**6
-    assert (core + 16 + 2 * MARGIN) ** 2 * 400 > 500 * 10**6
 
 
 @pytest.mark.parametrize(("value", "want"), [("auto", None), ("0", 0), ("512", 512), (None, None), (256, 256)])

@@ -52,8 +52,16 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> SidLayout:
 
 def tiny(layout: SidLayout, out: Path, **changes: object) -> TrainConfig:
     config = TrainConfig(
-        out=out, train_list=layout.train_list, epochs=4, width=4, patch=16, workers=0, save_every=1, lr=1e-3,
-        val_every=0, log_every=1,
+        out=out,
+        train_list=layout.train_list,
+        epochs=4,
+        width=4,
+        patch=16,
+        workers=0,
+        save_every=1,
+        lr=1e-3,
+        val_every=0,
+        log_every=1,
     )
     return replace(config, **changes)  # type: ignore[arg-type]
 
@@ -184,8 +192,15 @@ def test_synthetic_mode(tmp_path: Path, layout: SidLayout, rng: np.random.Genera
     profile = save_profile(NoiseProfile(name="Other", k_min=0.5, k_max=2.0), tmp_path / "profile.json")
     losses: list[float] = []
     config = TrainConfig(
-        out=tmp_path / "run", synthetic=clean, epochs=2, width=4, patch=8, workers=0, val_every=0,
-        ratio_min=50, ratio_max=60,
+        out=tmp_path / "run",
+        synthetic=clean,
+        epochs=2,
+        width=4,
+        patch=8,
+        workers=0,
+        val_every=0,
+        ratio_min=50,
+        ratio_max=60,
     )
     from seedark.noise import load_profile
 
@@ -225,9 +240,32 @@ def test_cli_train_resume_import_eval(
 ) -> None:
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SEEDARK_OFFLINE", "1")
-    common = ["--data", layout.root, "--list", "Sony_train_list.txt", "--val-list", "Sony_val_list.txt",
-              "--out", tmp_path / "run", "--width", "4", "--patch", "16", "--workers", "0", "--device", "cpu",
-              "--save-every", "1", "--val-every", "2", "--log-every", "1", "--seed", "7"]
+    common = [
+        "--data",
+        layout.root,
+        "--list",
+        "Sony_train_list.txt",
+        "--val-list",
+        "Sony_val_list.txt",
+        "--out",
+        tmp_path / "run",
+        "--width",
+        "4",
+        "--patch",
+        "16",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--save-every",
+        "1",
+        "--val-every",
+        "2",
+        "--log-every",
+        "1",
+        "--seed",
+        "7",
+    ]
     code, out, err = run_cli(capsys, "train", *common, "--epochs", "1")
     assert code == 0, err
     assert out.strip() == str(tmp_path / "run" / "model.safetensors")
@@ -242,8 +280,18 @@ def test_cli_train_resume_import_eval(
     code, out, err = run_cli(capsys, "models", "import", "mine", tmp_path / "run" / "model.safetensors", "--unverified")
     assert code == 0, err
     code, out, err = run_cli(
-        capsys, "eval", "--data", layout.root, "--list", "Sony_test_list.txt", "--model", "mine", "--device", "cpu",
-        "--out", tmp_path / "eval",
+        capsys,
+        "eval",
+        "--data",
+        layout.root,
+        "--list",
+        "Sony_test_list.txt",
+        "--model",
+        "mine",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "eval",
     )
     assert code == 0, err
     data = json.loads((tmp_path / "eval" / "results.json").read_text())
@@ -264,10 +312,35 @@ def _ddp_env() -> dict[str, str]:
 def test_torchrun_two_cpu_processes(layout: SidLayout, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "seedark", "train", "--data", str(layout.root), "--list", "Sony_train_list.txt", "--out", str(out),
-        "--width", "4", "--patch", "16", "--epochs", "2", "--workers", "0", "--device", "cpu", "--save-every", "1",
-        "--log-every", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "seedark",
+        "train",
+        "--data",
+        str(layout.root),
+        "--list",
+        "Sony_train_list.txt",
+        "--out",
+        str(out),
+        "--width",
+        "4",
+        "--patch",
+        "16",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--save-every",
+        "1",
+        "--log-every",
+        "1",
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=_ddp_env(), timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -115,14 +115,8 @@ def slim_max_pool2d(x):
 
 def upsample_and_concat(x1, x2, output_channels, in_channels):
     pool_size = 2
-    deconv_filter = tf.Variable(
-        tf1.truncated_normal(
-            [pool_size, pool_size, output_channels, in_channels], stddev=0.02
-        )
-    )
-    deconv = tf.nn.conv2d_transpose(
-        x1, deconv_filter, tf.shape(x2), strides=[1, pool_size, pool_size, 1]
-    )
+    deconv_filter = tf.Variable(tf1.truncated_normal([pool_size, pool_size, output_channels, in_channels], stddev=0.02))
+    deconv = tf.nn.conv2d_transpose(x1, deconv_filter, tf.shape(x2), strides=[1, pool_size, pool_size, 1])
     TAPS.append((deconv_filter, deconv))
     deconv_output = tf.concat([deconv, x2], 3)
     deconv_output.set_shape([None, None, None, output_channels * 2])
@@ -204,9 +198,7 @@ def make_fixture(variant, width, outdir, seed):
         taps = list(TAPS)
         loss = tf.reduce_mean(tf.abs(out_image - gt_image))
         g_vars = [v for v in tf1.trainable_variables() if v.name.startswith("g_")]
-        deconv_vars = [
-            v for v in tf1.trainable_variables() if not v.name.startswith("g_")
-        ]
+        deconv_vars = [v for v in tf1.trainable_variables() if not v.name.startswith("g_")]
         train_op = tf1.train.AdamOptimizer(1e-4).minimize(loss, var_list=g_vars)
         saver = tf1.train.Saver()
         with tf1.Session(graph=graph) as sess:
@@ -214,28 +206,20 @@ def make_fixture(variant, width, outdir, seed):
             for v in g_vars:
                 if v.op.name.endswith("/biases"):
                     shape = v.get_shape().as_list()
-                    v.load(
-                        rng.normal(0.0, BIAS_STD, size=shape).astype(np.float32), sess
-                    )
+                    v.load(rng.normal(0.0, BIAS_STD, size=shape).astype(np.float32), sess)
             for v in deconv_vars:
                 shape = v.get_shape().as_list()  # [2, 2, out, in]
                 v.load(
-                    rng.normal(0.0, 1.0 / np.sqrt(shape[3]), size=shape).astype(
-                        np.float32
-                    ),
+                    rng.normal(0.0, 1.0 / np.sqrt(shape[3]), size=shape).astype(np.float32),
                     sess,
                 )
             th, tw = TRAIN_SIZE
             x = rng.uniform(0.0, 1.0, size=(1, th, tw, in_ch)).astype(np.float32)
-            y = rng.uniform(0.0, 1.0, size=(1, th * block, tw * block, 3)).astype(
-                np.float32
-            )
+            y = rng.uniform(0.0, 1.0, size=(1, th * block, tw * block, 3)).astype(np.float32)
             rescale_weights(sess, {in_image: x}, taps)
             l0, _ = sess.run([loss, train_op], {in_image: x, gt_image: y})
             l1 = sess.run(loss, {in_image: x, gt_image: y})
-            print(
-                f"[{variant}] L1 loss before/after the Adam step: {l0:.6f} / {l1:.6f}"
-            )
+            print(f"[{variant}] L1 loss before/after the Adam step: {l0:.6f} / {l1:.6f}")
             saver.save(sess, ckpt, write_meta_graph=False)
     state = os.path.join(outdir, "checkpoint")
     if os.path.exists(state):
@@ -275,24 +259,16 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=20180618)
     p.add_argument(
         "--out-root",
-        default=os.path.join(
-            os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "data"
-        ),
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "data"),
         help="fixtures go to <out-root>/tf_<variant>_w<width>/",
     )
-    p.add_argument(
-        "--variant", choices=sorted(VARIANTS), action="append", help="default: all"
-    )
+    p.add_argument("--variant", choices=sorted(VARIANTS), action="append", help="default: all")
     args = p.parse_args(argv)
     tf1.disable_eager_execution()
     tf.get_logger().setLevel("ERROR")
-    print(
-        f"TensorFlow {tf.__version__}, numpy {np.__version__}, width {args.width}, seed {args.seed}"
-    )
+    print(f"TensorFlow {tf.__version__}, numpy {np.__version__}, width {args.width}, seed {args.seed}")
     for variant in args.variant or ["sony", "fuji"]:
-        outdir = os.path.normpath(
-            os.path.join(args.out_root, f"tf_{variant}_w{args.width}")
-        )
+        outdir = os.path.normpath(os.path.join(args.out_root, f"tf_{variant}_w{args.width}"))
         make_fixture(variant, args.width, outdir, args.seed + SEED_OFFSET[variant])
         print(f"[{variant}] wrote {outdir}")
     return 0

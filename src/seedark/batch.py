@@ -241,6 +241,7 @@ def run_batch(
     model: str | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     tile: str | int | None = "auto",
     on_event: Callable[[BatchEvent], None] | None = None,
     download_progress: Callable[[int, int | None], None] | None = None,
@@ -366,7 +367,7 @@ def run_batch(
             engine = engines.get(prepared.sensor)
             if engine is None:
                 try:
-                    engine = _engine_for(prepared.sensor, weights, model, device, precision, download_progress)
+                    engine = _engine_for(prepared.sensor, weights, model, device, precision, backend, download_progress)
                 except SeedarkError as exc:
                     if not engines:
                         raise  # no model at all (offline, bad device...): every file would fail alike

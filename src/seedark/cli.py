@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -115,13 +116,23 @@ def _engine_options(f: Any) -> Any:
             type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
             default="auto",
             show_default=True,
-            help="Arithmetic precision; fp32 is the reference.",
+            help="Arithmetic precision; fp32 is the reference and what auto uses; bf16 needs a CPU with "
+            "native bf16 or a GPU.",
         ),
         click.option(
             "--tile",
             default="auto",
             show_default=True,
-            help="Tile core size in packed pixels; 0 = whole frame, auto = from free memory.",
+            help="Tile core size in packed pixels; 0 = whole frame; auto keeps the process under ~1.4 GB "
+            "or half the free memory.",
+        ),
+        click.option(
+            "--engine",
+            "backend",
+            type=click.Choice(["auto", "pytorch", "openvino"]),
+            default=lambda: os.environ.get("SEEDARK_ENGINE", "auto"),
+            show_default="auto, or $SEEDARK_ENGINE",
+            help="Inference back end; auto uses OpenVINO on the CPU when installed (pip install 'seedark[openvino]').",
         ),
     ]
     for option in reversed(options):
@@ -369,6 +380,7 @@ def eval_command(
     model: str | None,
     device: str,
     precision: str,
+    backend: str,
     tile: str,
 ) -> None:
     """Score a model on an official SID list: PSNR and SSIM per image, overall and per ratio."""
@@ -391,6 +403,7 @@ def eval_command(
         save_images=save_images,
         device=device,
         precision=precision,
+        backend=backend,
         tile=tile,
         cache_dir=cache_dir,
         limit=limit,

@@ -157,9 +157,7 @@ def find_sources(folder: str | os.PathLike[str]) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError("synthetic source folder not found" if not root.exists() else "not a folder", root)
-    found = sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in RAW_EXTENSIONS | IMAGE_EXTENSIONS
-    )
+    found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in RAW_EXTENSIONS | IMAGE_EXTENSIONS)
     if not found:
         raise DatasetError("no RAW files or PNG/JPEG/TIFF images in this folder", root)
     return found

@@ -7,6 +7,7 @@ worse than telling the user.
 
 from __future__ import annotations
 
+import platform
 import re
 
 import torch
@@ -36,7 +37,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     match = re.fullmatch(r"cuda(?::(\d+))?", spec)
     if match:
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} requested but CUDA is not available (torch {torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)")
+            built = "with" if torch.version.cuda else "without"
+            raise DeviceError(
+                f"device {name!r} requested but CUDA is not available (torch {torch.__version__}, built {built} CUDA)"
+            )
         index = int(match.group(1) or 0)
         count = torch.cuda.device_count()
         if index >= count:
@@ -50,17 +54,35 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 / AMX on x86, or Arm's BF16 extension: bf16 convs run at full speed."""
+    """AVX512-BF16 / AMX on x86, or Arm's BF16 extension: bf16 convs run at full speed.
+
+    Elsewhere bf16 is emulated: measured 9x *slower* than fp32 on an AVX2 CPU
+    (docs/performance.md), so asking for it there is refused rather than obeyed.
+    """
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+    if any(bool(getattr(cpu, c, lambda: False)()) for c in checks):
+        return True
+    return platform.machine().lower() in ("aarch64", "arm64") and _linux_cpu_flag("bf16")
+
+
+def _linux_cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("flags", "features")):
+                    return flag in line.split(":", 1)[-1].split()
+    except OSError:
+        pass
+    return False
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """Map ``auto|fp32|bf16|fp16`` to a dtype the device can run.
 
-    ``auto`` is fp32 everywhere until a faster mode is measured to stay within
-    45 dB PSNR of fp32 on trained weights (docs/performance.md).
+    ``auto`` is fp32 everywhere: a fast mode becomes the default only where it is
+    measured at >= 45 dB PSNR against fp32 on trained weights, and that has not
+    been done yet (docs/devices.md, docs/performance.md).
     """
     spec = (name or "auto").strip().lower()
     if spec not in PRECISIONS:
@@ -69,6 +91,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
         return torch.float32
     if device.type == "cpu" and spec == "fp16":
         raise DeviceError("fp16 is not supported on the CPU (it runs in slow emulation); use bf16 or fp32")
+    if device.type == "cpu" and spec == "bf16" and not cpu_has_native_bf16():
+        raise DeviceError(
+            "bf16 needs a CPU with native bf16 (AVX512-BF16, AMX or Arm BF16); this one would emulate it, "
+            "several times slower than fp32: use fp32"
+        )
     if device.type == "mps" and spec == "bf16" and not _mps_bf16():
         raise DeviceError("bf16 is not supported by this MPS device; use fp16 or fp32")
     if device.type == "cuda" and spec == "bf16" and not torch.cuda.is_bf16_supported():

@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +74,10 @@ class Backend(Protocol):
         """Write clip(net(tile))[oy:oy+dh, ox:ox+dw] into ``dest`` (dh x dw x 3 float32)."""
         ...
 
+    def release(self) -> None:
+        """Give back activation memory between frames (the file is written meanwhile)."""
+        ...
+
 
 # --------------------------------------------------------------------------- PyTorch
 
@@ -116,23 +121,24 @@ class TorchBackend:
         self.spec = weights.spec
         # oneDNN (CPU) and cuDNN (CUDA) convolutions are fastest on NHWC; MPS support for it is patchy.
         self.layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-        self.net = weights.build().to(device, dtype).to(memory_format=self.layout)
+        net = weights.build().to(device=device, dtype=dtype)
+        self.net: SIDUNet = net.to(memory_format=self.layout)  # type: ignore[call-overload]  # stubs lack it
         if device.type == "cuda":
             # Tiles have one fixed shape per frame size, so cuDNN's autotuning is paid once per shape.
             torch.backends.cudnn.benchmark = True
-        self.precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        # fp64 only serves tests that prove tiling exact beyond float32 rounding.
+        names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+        self.precision = names[dtype]
         itemsize = torch.empty((), dtype=dtype).element_size()
+        # The module's parameters, plus the caller's copy of the weights when they are on the same device.
         self.model_bytes = 2 * sum(v.numel() for v in weights.state.values()) * itemsize
 
     def bytes_per_pixel(self) -> float:
-        # Measured 518 B/px at width 32 in fp32 on CPU (docs/performance.md): the decoder's
-        # full-resolution concat (64 ch) plus the skip and one conv output, and the output planes.
+        # Width 32, fp32, CPU: 518 B/px for the forward alone and up to 645 B/px measured inside
+        # `seedark enhance` (allocator slack): the decoder's full-resolution concat (64 channels), the
+        # skip and one conv output, then the output planes. Scaled by width and element size.
         itemsize = torch.empty((), dtype=self.dtype).element_size()
-        return (480.0 * self.spec.width / 32 + 80.0) * itemsize / 4 + 16
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return lean_forward(self.net, x)
+        return (560.0 * self.spec.width / 32 + 64.0) * itemsize / 4 + 16
 
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
         with torch.inference_mode():
@@ -146,12 +152,19 @@ class TorchBackend:
             out.copy_(core)  # device -> host and dtype -> float32 in one step
             out.clamp_(0.0, 1.0)
 
+    def release(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
 
 # --------------------------------------------------------------------------- OpenVINO
 
 
 def openvino_installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):  # a broken or half-removed install
+        return False
 
 
 def _openvino() -> ModuleType:
@@ -174,7 +187,7 @@ def _ov_core() -> Any:
 def openvino_has_native_bf16() -> bool:
     try:
         caps = _ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # noqa: BLE001 - any plugin failure means "no"
+    except Exception:  # any failure of the plugin means "no"
         return False
     return "BF16" in [str(c) for c in caps]
 
@@ -206,13 +219,20 @@ def engines_dir() -> Path:
     return root / "engines"
 
 
-def _prune(folder: Path, keep: int, pattern: str = "*") -> None:
-    """Remove all but the ``keep`` most recently used entries of ``folder``."""
+def _is_digest(path: Path) -> bool:
+    return len(path.name) == 24 and all(c in "0123456789abcdef" for c in path.name)
+
+
+def _prune(folder: Path, keep: int, wanted: Callable[[Path], bool] = lambda _p: True) -> None:
+    """Remove all but the ``keep`` most recently used entries of ``folder`` that are ``wanted``,
+    and conversions that a killed process left half-written more than an hour ago."""
     try:
-        entries = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+        children = list(folder.iterdir())
+        entries = sorted((p for p in children if wanted(p)), key=lambda p: p.stat().st_mtime, reverse=True)
+        stale = [p for p in children if p.name.startswith(".tmp-") and p.stat().st_mtime < time.time() - 3600]
     except OSError:
         return
-    for old in entries[keep:]:
+    for old in entries[keep:] + stale:
         with contextlib.suppress(OSError):
             shutil.rmtree(old) if old.is_dir() else old.unlink()
 
@@ -234,10 +254,11 @@ class OpenVINOBackend:
         ov = _openvino()
         self.version = ov.get_version().split("-")[0]
         self._model: Any = None
-        self._compiled: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self._compiled: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
         self._fallback: TorchBackend | None = None
-        # The converted model and the compiled model's own copy of the weights.
-        self.model_bytes = 2 * sum(v.numel() for v in weights.state.values()) * 4
+        # Measured for width 32: the runtime (~120 MB once compiled) and about five copies of the
+        # weights (caller's, converted model, compiled and repacked, I/O buffers).
+        self.model_bytes = 120_000_000 + 5 * sum(v.numel() for v in weights.state.values()) * 4
         #: Seconds spent converting / compiling (for the benchmark and docs).
         self.timings: dict[str, float] = {}
 
@@ -251,7 +272,9 @@ class OpenVINOBackend:
         net = self.weights.build()
         example = torch.zeros(1, self.spec.in_channels, 64, 64)
         with torch.no_grad():
-            model = ov.convert_model(net, example_input=example, input=[ov.PartialShape([1, self.spec.in_channels, -1, -1])])
+            model = ov.convert_model(
+                net, example_input=example, input=[ov.PartialShape([1, self.spec.in_channels, -1, -1])]
+            )
         return model
 
     def model(self) -> Any:
@@ -276,34 +299,37 @@ class OpenVINOBackend:
         if model is None:
             log.info("preparing the OpenVINO engine (once per model)")
             model = self._convert()
+            if self.persist and self._save(ov, model, entry):
+                # Compile what later runs will read, so that OpenVINO's blob cache recognises it then.
+                model = core.read_model(str(xml))
             self.timings["convert"] = time.perf_counter() - start
-            if self.persist:
-                self._save(ov, model, entry)
         self._model = model
         return model
 
-    def _save(self, ov: Any, model: Any, entry: Path) -> None:
+    def _save(self, ov: Any, model: Any, entry: Path) -> bool:
+        """Store the converted model under ``entry``; False if the cache is not writable."""
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
             try:
                 # fp16 compression is on by default and would change the results; the weights stay fp32.
                 ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-                if entry.exists():
-                    return  # another process got there first; same content
-                os.replace(tmp, entry)
+                if not entry.exists():  # else another process got there first, with the same content
+                    os.replace(tmp, entry)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-            _prune(self._folder(), KEEP_CONVERTED, "[0-9a-f]*")
+            _prune(self._folder(), KEEP_CONVERTED, _is_digest)
         except OSError as exc:
             log.debug("could not cache the OpenVINO model (%s); it will be converted again next time", exc)
+            return False
+        return (entry / "model.xml").is_file()
 
     def compiled(self, height: int, width: int) -> Any:
         """The network compiled for one static ``height x width`` tile (kept for the last 2 shapes)."""
         key = (height, width)
         if key in self._compiled:
             self._compiled.move_to_end(key)
-            return self._compiled[key]
+            return self._compiled[key][0]
         model = self.model().clone()
         model.reshape([1, self.spec.in_channels, height, width])
         config: dict[str, Any] = {
@@ -321,7 +347,7 @@ class OpenVINOBackend:
         if self.persist:
             _prune(blobs, KEEP_COMPILED)
         request = compiled.create_infer_request()
-        self._compiled[key] = request
+        self._compiled[key] = (request, compiled)
         while len(self._compiled) > 2:
             self._compiled.popitem(last=False)
         return request
@@ -329,9 +355,9 @@ class OpenVINOBackend:
     # -- running
 
     def bytes_per_pixel(self) -> float:
-        # Measured 589 B/px at width 32, fp32, static shape (docs/performance.md).
+        # Measured 589 B/px at width 32, fp32, static shape (~960 with dynamic shapes; docs/performance.md).
         scale = 0.5 if self.precision == "bf16" else 1.0
-        return (500.0 * self.spec.width / 32 + 90.0) * scale + 16
+        return (520.0 * self.spec.width / 32 + 64.0) * scale + 16
 
     def torch_fallback(self) -> TorchBackend:
         """PyTorch on the CPU in fp32, for frames too small to be worth compiling for."""
@@ -351,6 +377,13 @@ class OpenVINOBackend:
         dh, dw = dest.shape[:2]
         np.clip(y[0, :, oy : oy + dh, ox : ox + dw].transpose(1, 2, 0), 0.0, 1.0, out=dest)
 
+    def release(self) -> None:
+        # A compiled model keeps its activation memory (~600 B/px) until told otherwise; the
+        # next frame allocates it again in a fraction of a second.
+        for _request, compiled in self._compiled.values():
+            with contextlib.suppress(AttributeError, RuntimeError):
+                compiled.release_memory()
+
 
 # --------------------------------------------------------------------------- choosing
 
@@ -364,7 +397,9 @@ def requested_backend(name: str | None) -> str:
     return spec
 
 
-def select_backend(weights: LoadedWeights, device: torch.device, dtype: torch.dtype, name: str | None = "auto") -> Backend:
+def select_backend(
+    weights: LoadedWeights, device: torch.device, dtype: torch.dtype, name: str | None = "auto"
+) -> Backend:
     """The fastest back end for this device and precision (docs/performance.md).
 
     ``auto``: OpenVINO on the CPU when it is installed and can run the precision,

@@ -199,8 +199,13 @@ def evaluate_pairs(
         written = None
         if image_dir is not None:
             written = write_image(
-                image_dir / f"{pair.short.stem}.png", out, fmt="png", bits=8, metadata=frame.camera,
-                software=f"seedark {__version__}", overwrite=True,
+                image_dir / f"{pair.short.stem}.png",
+                out,
+                fmt="png",
+                bits=8,
+                metadata=frame.camera,
+                software=f"seedark {__version__}",
+                overwrite=True,
             )
         score = ImageScore(pair, value_psnr, value_ssim, written)
         log.debug("%s x%g: PSNR %.2f dB, SSIM %.4f", pair.short.name, pair.ratio, value_psnr, value_ssim)
@@ -232,6 +237,7 @@ def evaluate(
     save_images: bool = False,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     tile: str | int | None = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
@@ -263,10 +269,13 @@ def evaluate(
     if engine is None:
         if weights is None and model is None:
             model = default_model_for(read_raw(kept[0].short).sensor)
-        engine = load_engine(weights, model=model, device=device, precision=precision)
+        engine = load_engine(weights, model=model, device=device, precision=precision, backend=backend)
     if excluded:
-        log.info("leaving out %d pair(s) of misaligned scene(s) %s (--all keeps them)", len(excluded),
-                 ", ".join(f"{s:05d}" for s in sorted({p.scene for p in excluded})))
+        log.info(
+            "leaving out %d pair(s) of misaligned scene(s) %s (--all keeps them)",
+            len(excluded),
+            ", ".join(f"{s:05d}" for s in sorted({p.scene for p in excluded})),
+        )
     scores = evaluate_pairs(
         kept,
         engine,

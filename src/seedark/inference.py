@@ -1,7 +1,10 @@
-"""Running the network over a packed frame: device, precision and tiles.
+"""Running the network over a packed frame: engine, precision, tiles and memory.
 
-:class:`Engine` is prepared once (weights on the device, in the chosen dtype and
-memory layout) and then reused for every frame of a batch.
+:class:`Engine` is prepared once (back end chosen, weights on the device in the
+chosen precision) and then reused for every frame of a batch. Frames are cut
+into tiles of **one fixed shape** (:func:`plan_tiles_fixed`), so a compiled
+engine compiles once per frame size and a batch from one camera compiles once.
+Tiled output equals whole-frame output (docs/tiling.md).
 """
 
 from __future__ import annotations
@@ -10,20 +13,24 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .devices import available_memory, precision_name, resolve_device, resolve_precision
+from .devices import available_memory, resolve_device, resolve_precision
+from .engines import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
 from .errors import UsageError
-from .network import SIDUNet
-from .tiling import MARGIN, ProgressFn, auto_tile, iter_tiles, plan_tiles
+from .tiling import ProgressFn, TilePlan, iter_tiles, plan_for_budget, plan_tiles_fixed
 from .weights import LoadedWeights
 
 log = logging.getLogger("seedark")
 
 #: Share of free memory ``--tile auto`` lets one tile's activations use.
 AUTO_MEMORY_SHARE = 0.5
-#: Cap on that budget: beyond ~1 GB, bigger tiles stop paying off on CPUs.
-AUTO_MEMORY_CAP = 1 << 30
+#: ``--tile auto`` on the CPU keeps the whole process under this peak (the 1.5 GB goal, less headroom).
+AUTO_PEAK_TARGET = 1_400_000_000
+#: Tiles never get less than this under ``auto`` (memory allowing): smaller tiles are mostly overlap
+#: (+73 % work at 400 MB, +115 % at 250 MB), so a frame too big for the target costs memory, not hours.
+AUTO_MIN_BUDGET = 400_000_000
+#: Resident size of ``seedark enhance`` before the model: Python, numpy, torch, rawpy (measured 235-265 MB).
+PROCESS_BYTES = 260_000_000
 
 
 def parse_tile(value: str | int | None) -> int | None:
@@ -45,6 +52,9 @@ def parse_tile(value: str | int | None) -> int | None:
     return tile
 
 
+# --------------------------------------------------------------------------- the engine
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     device: str
@@ -53,36 +63,53 @@ class EngineInfo:
 
 
 class Engine:
-    """A SID network ready to run on one device in one precision."""
+    """A SID network ready to run on one device in one precision.
 
-    def __init__(self, weights: LoadedWeights, *, device: str = "auto", precision: str = "auto") -> None:
+    ``backend``: ``auto`` (OpenVINO on the CPU when installed, else PyTorch;
+    ``$SEEDARK_ENGINE`` overrides), ``pytorch`` or ``openvino``.
+    """
+
+    def __init__(
+        self, weights: LoadedWeights, *, device: str = "auto", precision: str = "auto", backend: str = "auto"
+    ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.spec = weights.spec
         self.source = weights.source
-        net: SIDUNet = weights.build().to(self.device, self.dtype)
-        if self.device.type == "cpu":
-            # oneDNN's convolutions are ~2x faster on NHWC than on NCHW on CPUs.
-            net = net.to(memory_format=torch.channels_last)
-        self.net = net
-        self.info = EngineInfo(str(self.device), precision_name(self.dtype), "pytorch")
+        self.backend: Backend = select_backend(weights, self.device, self.dtype, backend)
+        self.info = EngineInfo(str(self.device), self.backend.precision, self.backend.name)
 
     @property
     def bytes_per_pixel(self) -> float:
-        """Peak activation bytes per packed input pixel (measured; docs/tiling.md).
+        """Peak activation bytes per packed pixel of a tile (measured; docs/performance.md)."""
+        return self.backend.bytes_per_pixel()
 
-        About 150 channels of full-resolution activations are alive at once in the
-        last decoder level, the deeper levels add about a third, and oneDNN's
-        format reorders roughly double it.
-        """
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
-        return 400.0 * itemsize * self.spec.width / 32 + 64
+    @property
+    def frame_bytes_per_pixel(self) -> int:
+        """What a frame holds per packed pixel while it is enhanced: the packed input, this
+        output (float32) and the decoded mosaic."""
+        b, c = self.spec.block, self.spec.in_channels
+        return 4 * c + 4 * 3 * b * b + 2 * b * b
 
-    def choose_tile(self, height: int, width: int, tile: int | None) -> int:
+    def tile_budget(self, height: int, width: int) -> float:
+        """Bytes ``--tile auto`` lets one tile's activations take for an ``height x width`` frame."""
+        budget = available_memory(self.device) * AUTO_MEMORY_SHARE
+        if self.device.type == "cpu":
+            # Everything lives in RAM: keep the whole process, frame and model included, under the target.
+            held = PROCESS_BYTES + self.backend.model_bytes + height * width * self.frame_bytes_per_pixel
+            budget = min(budget, max(AUTO_PEAK_TARGET - held, AUTO_MIN_BUDGET))
+        return budget
+
+    def plan(self, height: int, width: int, tile: int | None = None) -> TilePlan:
+        """Tiles for a packed ``height x width`` frame: None = auto, 0 = whole frame, N = core side."""
         if tile is not None:
-            return tile
-        budget = min(AUTO_MEMORY_CAP, int(available_memory(self.device) * AUTO_MEMORY_SHARE))
-        return auto_tile(height, width, budget, self.bytes_per_pixel)
+            return plan_tiles_fixed(height, width, tile)
+        return plan_for_budget(height, width, self.tile_budget(height, width), self.bytes_per_pixel)
+
+    def _backend_for(self, height: int, width: int) -> Backend:
+        if isinstance(self.backend, OpenVINOBackend) and height * width < OV_MIN_PIXELS:
+            return self.backend.torch_fallback()
+        return self.backend
 
     def run(self, packed: np.ndarray, *, tile: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
         """Network output for an amplified H x W x C packed array: (bH) x (bW) x 3 in [0, 1].
@@ -93,20 +120,31 @@ class Engine:
             raise ValueError(f"expected H x W x {self.spec.in_channels} input, got {packed.shape}")
         h, w, _ = packed.shape
         b = self.spec.block
-        chosen = self.choose_tile(h, w, tile)
-        tiles = plan_tiles(h, w, chosen, margin=MARGIN)
-        if len(tiles) > 1:
-            log.debug("%d tiles of core %d px (overlap %d px)", len(tiles), chosen, MARGIN)
+        plan = self.plan(h, w, tile)
+        backend = self._backend_for(h, w)
+        log.debug(
+            "%s: %d tile(s) of %dx%d packed px for a %dx%d frame (%.0f%% extra work for the overlaps)",
+            backend.name,
+            len(plan.tiles),
+            *plan.extent,
+            h,
+            w,
+            100 * (plan.pixels / (h * w) - 1),
+        )
         out = np.empty((h * b, w * b, 3), dtype=np.float32)
-        with torch.inference_mode():
-            for t in iter_tiles(tiles, progress):
-                x = torch.from_numpy(packed[t.y0 : t.y1, t.x0 : t.x1]).permute(2, 0, 1).unsqueeze(0)
-                x = x.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
-                y = self.net(x)
-                del x
-                oy, ox = (t.cy0 - t.y0) * b, (t.cx0 - t.x0) * b
-                core = y[0, :, oy : oy + (t.cy1 - t.cy0) * b, ox : ox + (t.cx1 - t.cx0) * b]
-                core = core.clamp_(0.0, 1.0).permute(1, 2, 0).to("cpu", torch.float32)
-                out[t.cy0 * b : t.cy1 * b, t.cx0 * b : t.cx1 * b] = core.numpy()
-                del y, core
+        try:
+            for t in iter_tiles(plan.tiles, progress):
+                dest = out[t.cy0 * b : t.cy1 * b, t.cx0 * b : t.cx1 * b]
+                backend.run_tile(packed[t.y0 : t.y1, t.x0 : t.x1], dest, (t.cy0 - t.y0) * b, (t.cx0 - t.x0) * b)
+        finally:
+            backend.release()
         return out
+
+
+__all__ = [
+    "AUTO_MEMORY_SHARE",
+    "AUTO_PEAK_TARGET",
+    "Engine",
+    "EngineInfo",
+    "parse_tile",
+]

@@ -165,10 +165,10 @@ def add_noise(
 ) -> np.ndarray:
     """A dark raw mosaic (uint16) from a clean one taken ``ratio`` times longer.
 
-    ``clean``: H x W black-subtracted signal in DN at the normal exposure. Rows of
-    the array are sensor rows (row noise is per row). ``black_level`` (one value, or
-one per site) is added back
-    before rounding and clipping to ``[0, white_level]``, as a camera stores it.
+        ``clean``: H x W black-subtracted signal in DN at the normal exposure. Rows of
+        the array are sensor rows (row noise is per row). ``black_level`` (one value, or
+    one per site) is added back
+        before rounding and clipping to ``[0, white_level]``, as a camera stores it.
     """
     if clean.ndim != 2:
         raise ValueError(f"expected an H x W mosaic, got shape {clean.shape}")

@@ -50,6 +50,7 @@ def load_engine(
     model: str | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     download_progress: ByteProgress | None = None,
 ) -> Engine:
     """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``.
@@ -68,7 +69,7 @@ def load_engine(
         from .store import load_model
 
         loaded = load_model(model, progress=download_progress)
-    engine = Engine(loaded, device=device, precision=precision)
+    engine = Engine(loaded, device=device, precision=precision, backend=backend)
     log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
     return engine
 
@@ -123,11 +124,14 @@ def _engine_for(
     model: str | None,
     device: str,
     precision: str,
+    backend: str = "auto",
     download_progress: ByteProgress | None = None,
 ) -> Engine:
     if weights is None and model is None:
         model = default_model_for(sensor)
-    return load_engine(weights, model=model, device=device, precision=precision, download_progress=download_progress)
+    return load_engine(
+        weights, model=model, device=device, precision=precision, backend=backend, download_progress=download_progress
+    )
 
 
 def enhance(
@@ -138,6 +142,7 @@ def enhance(
     model: str | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     tile: str | int | None = "auto",
     engine: Engine | None = None,
     progress: ProgressFn | None = None,
@@ -152,7 +157,7 @@ def enhance(
     tile = parse_tile(tile)
     frame = source if isinstance(source, RawFrame) else read_raw(source)
     if engine is None:
-        engine = _engine_for(frame.sensor, weights, model, device, precision)
+        engine = _engine_for(frame.sensor, weights, model, device, precision, backend)
     return enhance_frame(frame, engine, ratio=ratio, tile=tile, progress=progress)
 
 
@@ -247,6 +252,7 @@ def enhance_file(
     model: str | None = None,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "auto",
     tile: str | int | None = "auto",
     engine: Engine | None = None,
     progress: ProgressFn | None = None,
@@ -263,7 +269,7 @@ def enhance_file(
     plan = plan_output(source, output, fmt=fmt, bits=bits, overwrite=overwrite)
     frame = read_raw(source)
     if engine is None:
-        engine = _engine_for(frame.sensor, weights, model, device, precision, download_progress)
+        engine = _engine_for(frame.sensor, weights, model, device, precision, backend, download_progress)
     _check_fit(engine, frame.sensor, frame.path)
     prepared = prepare(frame, ratio)
     del frame

@@ -6,7 +6,11 @@ that. Two facts make tiling exact rather than approximate:
 * every tile starts at a multiple of 16 packed pixels (the network pools 4
   times), so its pooling windows are the whole frame's windows;
 * every tile reaches ``margin >= receptive_radius()`` (107) pixels beyond the
-  core it contributes, so no output pixel of the core can see the tile's edge.
+  core it contributes, so no output pixel of the core can see the tile's edge;
+* every tile lies inside the frame (nothing is padded): the last one ends
+  exactly at the frame's edge, so the frame border is where it always was.
+
+All tiles of a frame have one shape, so a compiled engine compiles once.
 
 Stitched output then equals whole-frame output up to float summation order
 (measured ≤ 1e-5 max abs at fp32; see docs/tiling.md).
@@ -27,6 +31,8 @@ MARGIN = math.ceil(receptive_radius() / 16) * 16
 MIN_TILE = 64
 
 ProgressFn = Callable[[int, int], None]
+#: Tie-break between plans: a tile costs about as much fixed work as this many pixels.
+TILE_COST_PIXELS = 16_384
 
 
 @dataclass(frozen=True)
@@ -43,50 +49,99 @@ class Tile:
     cx1: int
 
 
-def _splits(length: int, core: int, multiple: int) -> list[tuple[int, int]]:
-    """Cut [0, length) into near-equal cores whose starts are multiples of ``multiple``."""
-    n = max(1, math.ceil(length / core))
-    step = math.ceil(length / n / multiple) * multiple
-    return list(itertools.pairwise([*range(0, length, step), length]))
+def axis_windows(length: int, count: int, *, margin: int = MARGIN, multiple: int = 16) -> tuple[int, list[Tile]]:
+    """``count`` windows of one extent covering ``[0, length)``: ``(extent, windows)``.
+
+    Every window starts at a multiple of ``multiple`` and lies inside the frame,
+    so the last one ends exactly at the frame's end (its extent is congruent to
+    ``length`` modulo ``multiple``). Each window's core stays ``margin`` away from
+    any edge of the window that is not the frame's edge. Only the ``y`` fields of
+    the returned tiles are meaningful. Falls back to one window when ``count``
+    windows cannot satisfy all that.
+    """
+    whole = (length, [Tile(0, length, 0, 0, 0, length, 0, 0)])
+    if count <= 1 or length <= 2 * margin + multiple:
+        return whole
+    extent = math.ceil((length + 2 * margin * (count - 1)) / count)
+    extent += (length - extent) % multiple
+    while extent < length:
+        last = length - extent
+        starts = [i * last // (count - 1) // multiple * multiple for i in range(count)]
+        cuts = [0]
+        for prev, start in itertools.pairwise(starts):
+            lo, hi = start + margin, prev + extent - margin  # where a core boundary may fall
+            cuts.append(lo + (hi - lo) // 2 // multiple * multiple)
+        cuts.append(length)
+        ok = all(b - a <= extent - 2 * margin for a, b in itertools.pairwise(starts))
+        ok = ok and all(a < b for a, b in itertools.pairwise(cuts))
+        if ok:
+            return extent, [
+                Tile(s, s + extent, 0, 0, c0, c1, 0, 0) for s, c0, c1 in zip(starts, cuts, cuts[1:], strict=False)
+            ]
+        extent += multiple
+    return whole
 
 
-def plan_tiles(height: int, width: int, tile: int, *, margin: int = MARGIN, multiple: int = 16) -> list[Tile]:
-    """Tiles covering a packed ``height x width`` input; ``tile <= 0`` means one tile."""
-    if tile <= 0 or (height <= tile and width <= tile):
-        return [Tile(0, height, 0, width, 0, height, 0, width)]
-    core = max(MIN_TILE, math.ceil(tile / multiple) * multiple)
-    if margin % multiple:
-        raise ValueError("margin must be a multiple of the pooling grid")
-    tiles = []
-    for cy0, cy1 in _splits(height, core, multiple):
-        for cx0, cx1 in _splits(width, core, multiple):
-            tiles.append(
-                Tile(
-                    max(0, cy0 - margin),
-                    min(height, cy1 + margin),
-                    max(0, cx0 - margin),
-                    min(width, cx1 + margin),
-                    cy0,
-                    cy1,
-                    cx0,
-                    cx1,
-                )
-            )
-    return tiles
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles of one shape ``extent`` (packed rows, columns) covering a frame."""
+
+    tiles: list[Tile]
+    extent: tuple[int, int]
+
+    @property
+    def pixels(self) -> int:
+        """Packed pixels the network processes (overlaps counted each time)."""
+        return len(self.tiles) * self.extent[0] * self.extent[1]
 
 
-def tile_extent(tile: int, *, margin: int = MARGIN) -> int:
-    """Largest side, in packed pixels, a tile of core ``tile`` feeds the network."""
-    return tile + 2 * margin
+def _combine(rows: tuple[int, list[Tile]], cols: tuple[int, list[Tile]]) -> TilePlan:
+    tiles = [Tile(r.y0, r.y1, c.y0, c.y1, r.cy0, r.cy1, c.cy0, c.cy1) for r in rows[1] for c in cols[1]]
+    return TilePlan(tiles, (rows[0], cols[0]))
 
 
-def auto_tile(height: int, width: int, budget_bytes: int, bytes_per_pixel: float, *, margin: int = MARGIN) -> int:
-    """Largest core (multiple of 16) whose tile fits ``budget_bytes``; 0 if the frame fits whole."""
-    if height * width * bytes_per_pixel <= budget_bytes:
-        return 0
-    side = math.sqrt(budget_bytes / bytes_per_pixel)
-    core = int((side - 2 * margin) // 16 * 16)
-    return max(MIN_TILE, core)
+def plan_tiles_fixed(height: int, width: int, tile: int, *, margin: int = MARGIN) -> TilePlan:
+    """Tiles of one shape whose cores are at most ``tile`` packed pixels; ``tile <= 0``: one tile."""
+    if tile <= 0:
+        return _combine(axis_windows(height, 1), axis_windows(width, 1))
+    core = max(MIN_TILE, math.ceil(tile / 16) * 16)
+    return _combine(
+        axis_windows(height, math.ceil(height / core), margin=margin),
+        axis_windows(width, math.ceil(width / core), margin=margin),
+    )
+
+
+def _axis_options(length: int, margin: int) -> list[tuple[int, list[Tile]]]:
+    """Distinct window layouts for 1, 2, ... windows, fewest first (extents shrink as count grows)."""
+    options: list[tuple[int, list[Tile]]] = []
+    for count in range(1, max(1, math.ceil(length / MIN_TILE)) + 1):
+        option = axis_windows(length, count, margin=margin)
+        if options and (option[0] >= options[-1][0] or len(option[1]) != count):
+            continue
+        options.append(option)
+    return options
+
+
+def plan_for_budget(
+    height: int, width: int, budget_bytes: float, bytes_per_pixel: float, *, margin: int = MARGIN
+) -> TilePlan:
+    """The plan with the least work whose tile fits ``budget_bytes``; the smallest tiles if none does."""
+    rows_options = _axis_options(height, margin)
+    cols_options = _axis_options(width, margin)
+    best: TilePlan | None = None
+    best_cost = math.inf
+    for rows in rows_options:
+        for cols in cols_options:  # fewest columns first: the first that fits is this row count's best
+            if rows[0] * cols[0] * bytes_per_pixel > budget_bytes:
+                continue
+            plan = _combine(rows, cols)
+            cost = plan.pixels + len(plan.tiles) * TILE_COST_PIXELS
+            if cost < best_cost:
+                best, best_cost = plan, cost
+            break
+    if best is None:
+        return _combine(rows_options[-1], cols_options[-1])
+    return best
 
 
 def iter_tiles(tiles: list[Tile], progress: ProgressFn | None = None) -> Iterator[Tile]:

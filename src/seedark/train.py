@@ -156,8 +156,18 @@ class TrainConfig:
 
 #: Settings a resumed run must share with the original to continue exactly where it stopped.
 _RESUME_SENSITIVE = (
-    "train_list", "data_root", "synthetic", "noise_profile", "ratio_min", "ratio_max", "lr", "lr_drop_epoch",
-    "lr_after_drop", "patch", "augment", "seed",
+    "train_list",
+    "data_root",
+    "synthetic",
+    "noise_profile",
+    "ratio_min",
+    "ratio_max",
+    "lr",
+    "lr_drop_epoch",
+    "lr_after_drop",
+    "patch",
+    "augment",
+    "seed",
 )
 
 
@@ -233,7 +243,13 @@ class TrainingSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if is_image(source):
             image = self.gt_cache.image(source)
             return synthetic_srgb_patch(
-                image, ratio, cfg.noise_profile, cfg.patch, rng, wb=DEFAULT_SRGB_WB, source=source,
+                image,
+                ratio,
+                cfg.noise_profile,
+                cfg.patch,
+                rng,
+                wb=DEFAULT_SRGB_WB,
+                source=source,
                 augment_patch=cfg.augment,
             )
         frame = self.frames.frame(source)
@@ -381,7 +397,8 @@ def _initial_weights(config: TrainConfig, in_channels: int, block: int) -> Loade
         if loaded.spec.in_channels != in_channels:
             raise UsageError(
                 f"the starting weights take {loaded.spec.in_channels}-channel input, the training data packs into "
-                f"{in_channels} channels", loaded.source,
+                f"{in_channels} channels",
+                loaded.source,
             )
         if config.width is not None and config.width != loaded.spec.width:
             raise UsageError(f"--width {config.width} differs from the starting weights' width {loaded.spec.width}")
@@ -595,8 +612,11 @@ def _truncate_log(path: Path, epoch: int) -> None:
     """Drop records of epochs after ``epoch`` (an interrupted run's tail) before a resume appends."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("epoch", 0) <= epoch
+    ]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
@@ -651,7 +671,12 @@ def _validate(
     from .inference import Engine
 
     state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-    engine = Engine(LoadedWeights(spec, state, Path("<training>"), "training"), device=str(device), precision="fp32")
+    engine = Engine(
+        LoadedWeights(spec, state, Path("<training>"), "training"),
+        device=str(device),
+        precision="fp32",
+        backend="pytorch",
+    )
     scores = evaluate_pairs(pairs, engine, tile=config.val_tile, cache=ArrayCache(config.cache_root))
     return float(np.mean([s.psnr for s in scores])), float(np.mean([s.ssim for s in scores]))
 
@@ -698,9 +723,7 @@ def _train(
         if resume_path is None:
             raise UsageError(f"nothing to resume: no checkpoint in {checkpoints}")
     elif resume_path is None and checkpoints.is_dir() and latest_checkpoint(checkpoints) is not None:
-        raise UsageError(
-            f"{out} already holds checkpoints; add --resume to continue that run, or choose another --out"
-        )
+        raise UsageError(f"{out} already holds checkpoints; add --resume to continue that run, or choose another --out")
     pairs, sources, in_channels, block = _load_data(config)
     val_pairs = _validation_pairs(config, in_channels)
 
@@ -717,8 +740,11 @@ def _train(
         if changes:
             log.warning("resuming with changed settings, so not exactly where the run stopped: %s", "; ".join(changes))
         if int(ckpt.state.get("world_size", 1)) != dist.world:
-            log.warning("resuming on %d process(es), the run used %d: the sample order differs from a straight run",
-                        dist.world, ckpt.state.get("world_size"))
+            log.warning(
+                "resuming on %d process(es), the run used %d: the sample order differs from a straight run",
+                dist.world,
+                ckpt.state.get("world_size"),
+            )
     else:
         weights = _initial_weights(config, in_channels, block)
     spec = weights.spec
@@ -731,9 +757,14 @@ def _train(
             raise TrainingError(f"cannot create the output folder ({exc.strerror or exc})", out) from exc
         _write_json(out / "config.json", config.to_json())
     dataset = TrainingSet(config, pairs, sources)
-    log.info("training on %d %s, %d step(s) per epoch on %d process(es), device %s",
-             dataset.items, "references" if pairs else "clean images",
-             steps_per_epoch(dataset.items, dist.world), dist.world, device)
+    log.info(
+        "training on %d %s, %d step(s) per epoch on %d process(es), device %s",
+        dataset.items,
+        "references" if pairs else "clean images",
+        steps_per_epoch(dataset.items, dist.world),
+        dist.world,
+        device,
+    )
     if dist.main:
         log.info("decoding the ground truth once into %s", config.cache_root)
     dataset.prepare_cache((dist.local_rank, dist.local_world), cache_progress if dist.main else None)
@@ -823,12 +854,20 @@ def _train(
                     entry = {"epoch": number, "step": step, "psnr": v_psnr, "ssim": v_ssim, "count": len(val_pairs)}
                     validation.append(entry)
                     _append_jsonl(out / VAL_LOG, entry)
-                    log.info("epoch %d: validation PSNR %.2f dB, SSIM %.4f (%d pairs)", number, v_psnr, v_ssim,
-                             len(val_pairs))
+                    log.info(
+                        "epoch %d: validation PSNR %.2f dB, SSIM %.4f (%d pairs)",
+                        number,
+                        v_psnr,
+                        v_ssim,
+                        len(val_pairs),
+                    )
                     if v_psnr > best:
                         best = v_psnr
-                        save_safetensors((spec, net.state_dict()), out / BEST_NAME,
-                                         {"epoch": str(number), "val_psnr": f"{v_psnr:.4f}"})
+                        save_safetensors(
+                            (spec, net.state_dict()),
+                            out / BEST_NAME,
+                            {"epoch": str(number), "val_psnr": f"{v_psnr:.4f}"},
+                        )
                 dist.barrier()
         result.epochs, result.steps, result.checkpoint = config.epochs, step, last_ckpt
         del batches

@@ -1,0 +1,122 @@
+"""Device and precision resolution (no GPU needed: availability is simulated)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seedark import devices
+from seedark.errors import DeviceError, UsageError
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+@pytest.mark.usefixtures("no_gpu")
+def test_auto_without_a_gpu_is_the_cpu() -> None:
+    assert devices.resolve_device("auto") == torch.device("cpu")
+    assert devices.resolve_device("") == torch.device("cpu")
+    assert devices.resolve_device(" CPU ") == torch.device("cpu")
+
+
+@pytest.mark.usefixtures("no_gpu")
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "mps"])
+def test_a_missing_device_asked_for_by_name_is_an_error(name: str) -> None:
+    with pytest.raises(DeviceError, match="not available"):
+        devices.resolve_device(name)
+
+
+@pytest.mark.usefixtures("two_gpus")
+def test_cuda_first_then_by_index() -> None:
+    assert devices.resolve_device("auto") == torch.device("cuda", 0)
+    assert devices.resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(DeviceError, match="only 2 CUDA"):
+        devices.resolve_device("cuda:2")
+
+
+def test_mps_before_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: True)
+    assert devices.resolve_device("auto") == torch.device("mps")
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", "gpu0"])
+def test_unknown_device_names(name: str) -> None:
+    with pytest.raises(UsageError, match="unknown device"):
+        devices.resolve_device(name)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
+def test_auto_and_fp32_are_fp32_everywhere(device: str) -> None:
+    # Until a fast mode is measured at >= 45 dB against fp32 on trained weights (docs/devices.md).
+    for name in ("auto", "fp32", "", " AUTO "):
+        assert devices.resolve_precision(name, torch.device(device)) == torch.float32
+
+
+def test_cpu_precisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    with pytest.raises(DeviceError, match="fp16"):
+        devices.resolve_precision("fp16", cpu)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(DeviceError, match="native bf16"):
+        devices.resolve_precision("bf16", cpu)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.resolve_precision("bf16", cpu) == torch.bfloat16
+
+
+def test_cuda_precisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda = torch.device("cuda", 0)
+    assert devices.resolve_precision("fp16", cuda) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert devices.resolve_precision("bf16", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d=None: "Old GPU")
+    with pytest.raises(DeviceError, match="Old GPU"):
+        devices.resolve_precision("bf16", cuda)
+
+
+def test_mps_precisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    mps = torch.device("mps")
+    assert devices.resolve_precision("fp16", mps) == torch.float16
+    monkeypatch.setattr(devices, "_mps_bf16", lambda: False)
+    with pytest.raises(DeviceError, match="MPS"):
+        devices.resolve_precision("bf16", mps)
+
+
+def test_unknown_precision() -> None:
+    with pytest.raises(UsageError, match="unknown precision"):
+        devices.resolve_precision("int8", torch.device("cpu"))
+
+
+def test_precision_names() -> None:
+    assert [devices.precision_name(d) for d in (torch.float32, torch.bfloat16, torch.float16)] == [
+        "fp32",
+        "bf16",
+        "fp16",
+    ]
+
+
+def test_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert devices.available_memory(torch.device("cpu")) > 0
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d=None: (3 << 30, 8 << 30))
+    assert devices.available_memory(torch.device("cuda", 0)) == 3 << 30
+
+
+def test_arm_bf16_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(devices.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(devices, "_linux_cpu_flag", lambda flag: flag == "bf16")
+    assert devices.cpu_has_native_bf16()
+    monkeypatch.setattr(devices.platform, "machine", lambda: "x86_64")
+    assert not devices.cpu_has_native_bf16()
