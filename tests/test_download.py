@@ -42,13 +42,6 @@ def delays(_isolated: list[float]) -> list[float]:
     return _isolated
 
 
-@pytest.fixture
-def server() -> Iterator[FaultyServer]:
-    srv = FaultyServer().start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prefix = tmp_path_factory.mktemp("ckpt") / "model.ckpt"

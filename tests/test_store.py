@@ -51,13 +51,6 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(download, "RETRY_MAX_DELAY", 0.01)
 
 
-@pytest.fixture
-def server() -> Iterator[FaultyServer]:
-    srv = FaultyServer().start()
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
     d = tmp_path_factory.mktemp("fixture-ckpt")
