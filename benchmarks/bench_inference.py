@@ -127,20 +127,34 @@ def stage_driver(args: argparse.Namespace) -> None:
     times["load model"] = time.perf_counter() - t
     rss["load model"] = proc.memory_info().rss
     t = time.perf_counter()
-    prepared = prepare(frame, args.ratio)
+    prepared = prepare(frame, args.ratio)  # the ratio; packing itself happens tile by tile inside infer
     del frame
     times["pack"] = time.perf_counter() - t
     rss["pack"] = proc.memory_info().rss
+    # Time the per-tile packing on its own, so that "pack" and "infer" stay separate stages.
+    packing = prepared.packed
+    window = packing.window
+    packed_in = [0.0]
+
+    def timed_window(*a: int) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return window(*a)
+        finally:
+            packed_in[0] += time.perf_counter() - start
+
+    packing.window = timed_window  # type: ignore[method-assign]
     t = time.perf_counter()
-    image = infer(prepared, engine, tile="auto")
-    times["infer"] = time.perf_counter() - t
+    image = infer(prepared, engine, tile="auto", bits=plan.bits)  # quantised tile by tile, as enhance_file does
+    times["infer"] = time.perf_counter() - t - packed_in[0]
+    times["pack"] += packed_in[0]
     rss["infer"] = proc.memory_info().rss
     t = time.perf_counter()
     write_result(plan, image, prepared, overwrite=True, block=engine.spec.block)
     times["write"] = time.perf_counter() - t
     rss["write"] = proc.memory_info().rss
     packed = prepared.packed.shape
-    plan_tiles = engine.plan(packed[0], packed[1])
+    plan_tiles = engine.plan(packed[0], packed[1], bits=plan.bits, held_input=False)  # a PackedFrame
     result = {
         "times": times,
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -191,6 +205,26 @@ def naive_forward(weights: Any, packed: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         y = net(torch.from_numpy(packed).permute(2, 0, 1).unsqueeze(0))
         return y[0].clamp_(0, 1).permute(1, 2, 0).numpy()
+
+
+def whole_frame_floor(weights: Any, packed: np.ndarray, naive: float, results: dict[str, Any]) -> None:
+    """OpenVINO on the whole frame at once: no tile overlap, ~2 GB in fp32. Not a seedark mode (it breaks
+    the memory goal); it is the floor that any tiling pays its overlap on top of, on this CPU."""
+    from seedark.engines import OpenVINOBackend, openvino_has_native_bf16
+
+    h, w, _ = packed.shape
+    b = weights.spec.block
+    for precision in ("fp32", "bf16"):
+        if precision == "bf16" and not openvino_has_native_bf16():
+            continue
+        backend = OpenVINOBackend(weights, precision)
+        out = np.empty((h * b, w * b, 3), dtype=np.float32)
+        backend.run_tile(packed, out, 0, 0)  # compile
+        t = min(timed(lambda backend=backend, out=out: backend.run_tile(packed, out, 0, 0))[0] for _ in range(2))
+        backend.release()
+        results[f"whole_frame_{precision}_s"] = t
+        print(f"  floor: OpenVINO {precision}, whole frame, no tiles: {t:.2f} s = {t / naive:.2f}x naive")
+        del backend, out
 
 
 def timed(fn: Any) -> tuple[float, Any]:
@@ -280,13 +314,15 @@ def main() -> None:
     from seedark.weights import load_weights
 
     weights = load_weights(weights_path)
-    packed = prepare(read_raw(dng), args.ratio).packed
+    packed = np.asarray(prepare(read_raw(dng), args.ratio).packed)  # one array, the same input for every engine
     h, w, _ = packed.shape
     tflop = 2 * MACS_PER_PIXEL * h * w * (weights.spec.width / 32) ** 2 / 1e12
     print(f"\ninference on packed {h}x{w} ({tflop:.2f} TFLOP at width {weights.spec.width})")
     os.environ["SEEDARK_HOME"] = str(home)
     engine = Engine(weights, device="cpu", precision="auto")
-    plan = engine.plan(h, w)
+    # Timed as `seedark enhance` runs it: output quantised tile by tile into 8-bit samples (the default
+    # PNG), which is also what the tile plan is made for. The PSNR below uses a float32 run.
+    plan = engine.plan(h, w, bits=8)
     engine.run(packed[: plan.extent[0], : plan.extent[1]])  # compile (from the warm cache) outside the timing
     # The other CPU engine too, when the default is OpenVINO: same input, same loop.
     other = Engine(weights, device="cpu", precision="auto", backend="pytorch")
@@ -299,11 +335,11 @@ def main() -> None:
     for _ in range(args.repeat):
         t, reference = timed(lambda: naive_forward(weights, packed))
         naive_t.append(t)
-        t, fast = timed(lambda: engine.run(packed))
-        default_t.append(t)
+        default_t.append(timed(lambda: engine.run(packed, bits=8))[0])
         if other is not None:
-            other_t.append(timed(lambda other=other: other.run(packed))[0])
-    assert fast is not None and reference is not None
+            other_t.append(timed(lambda other=other: other.run(packed, bits=8))[0])
+    fast = engine.run(packed)
+    assert reference is not None
     best_naive, best_default = min(naive_t), min(default_t)
     results["naive_s"], results["default_s"] = naive_t, default_t
     results["ratio_fp32"] = best_default / best_naive
@@ -313,7 +349,7 @@ def main() -> None:
         f"{plan.extent[0]}x{plan.extent[1]}): {best_default:.2f} s (runs: {_fmt(default_t)})"
     )
     if other is not None:
-        other_plan = other.plan(h, w)
+        other_plan = other.plan(h, w, bits=8)
         results["pytorch_engine_s"] = other_t
         print(
             f"  PyTorch engine (lean, channels_last, {len(other_plan.tiles)} tiles "
@@ -326,6 +362,8 @@ def main() -> None:
     results["psnr_default_vs_fp32"] = psnr(fast, reference)
     print(f"  PSNR default vs naive fp32: {results['psnr_default_vs_fp32']:.1f} dB")
     del fast
+    if engine.info.backend == "openvino":
+        whole_frame_floor(weights, packed, best_naive, results)
 
     # -- 2. fast precisions
     import torch
@@ -334,10 +372,14 @@ def main() -> None:
 
     if cpu_has_native_bf16():
         bf16 = Engine(weights, device="cpu", precision="bf16")
-        bf16.run(packed[: plan.extent[0], : plan.extent[1]])
-        t, out = timed(lambda: bf16.run(packed))
+        bf16_plan = bf16.plan(h, w, bits=8)
+        bf16.run(packed[: bf16_plan.extent[0], : bf16_plan.extent[1]])
+        t = min(timed(lambda: bf16.run(packed, bits=8))[0] for _ in range(args.repeat))
+        bf16_out = bf16.run(packed)
         results["bf16_s"], results["ratio_bf16"] = t, t / best_naive
-        results["psnr_bf16_vs_fp32"] = psnr(out, reference)
+        results["bf16_tiles"] = [len(bf16_plan.tiles), *bf16_plan.extent]
+        print(f"  bf16 plan: {len(bf16_plan.tiles)} tiles {bf16_plan.extent[0]}x{bf16_plan.extent[1]}")
+        results["psnr_bf16_vs_fp32"] = psnr(bf16_out, reference)
         print(f"  bf16 ({bf16.info.backend}): {t:.2f} s, {t / best_naive:.2f}x naive (target <= 0.13x), ", end="")
         print(f"PSNR vs fp32 {results['psnr_bf16_vs_fp32']:.1f} dB")
     else:
@@ -348,15 +390,15 @@ def main() -> None:
     ref_crop = reference[: c * b, : c * b]
     for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         backend = TorchBackend(weights, torch.device("cpu"), dtype)
-        out = np.empty((c * b, c * b, 3), dtype=np.float32)
-        t, _ = timed(lambda backend=backend, out=out: backend.run_tile(crop, out, 0, 0))
+        fast_crop = np.empty((c * b, c * b, 3), dtype=np.float32)
+        t, _ = timed(lambda backend=backend, dest=fast_crop: backend.run_tile(crop, dest, 0, 0))
         full = TorchBackend(weights, torch.device("cpu"), torch.float32)
-        ref = np.empty_like(out)
+        ref = np.empty_like(fast_crop)
         t32, _ = timed(lambda full=full, ref=ref: full.run_tile(crop, ref, 0, 0))
         # The crop's own fp32 output (its border differs from the whole frame's), against the same crop.
-        value = psnr(out, ref)
-        results[f"psnr_{name}_emulated_crop"] = value
-        results[f"{name}_emulated_slowdown"] = t / t32
+        value = psnr(fast_crop, ref)
+        results[f"psnr_{name}_pytorch_crop"] = value
+        results[f"{name}_pytorch_crop_time_vs_fp32"] = t / t32
         print(
             f"    {name} (PyTorch CPU, {c}x{c} crop): PSNR vs fp32 {value:.1f} dB; "
             f"{t / t32:.1f}x the fp32 time on this CPU"
@@ -391,8 +433,13 @@ def main() -> None:
 
     print("\ntargets (this machine):")
     warm = results["enhance warm cache"]
+
+    def _floor(precision: str) -> str:
+        whole = results.get(f"whole_frame_{precision}_s")
+        return f" (whole-frame floor on this CPU: {whole / best_naive:.2f}x)" if whole else ""
+
     checks = [
-        ("fp32 default <= 0.25x naive", results["ratio_fp32"] <= 0.25, f"{results['ratio_fp32']:.2f}x"),
+        ("fp32 default <= 0.25x naive", results["ratio_fp32"] <= 0.25, f"{results['ratio_fp32']:.2f}x{_floor('fp32')}"),
         ("peak memory <= 1.5 GB (12 MP enhance)", warm["peak_rss"] <= 1.5 * GB, f"{warm['peak_rss'] / GB:.2f} GB"),
     ]
     for fmt in ("png", "tiff"):
@@ -403,14 +450,15 @@ def main() -> None:
     paid = f"{warm_prep:.2f} s vs {cold_prep:.2f} s cold"
     checks.append(("second run pays no conversion", "convert" not in warm["backend_timings"], paid))
     if "ratio_bf16" in results:
-        checks.append(("bf16 <= 0.13x naive", results["ratio_bf16"] <= 0.13, f"{results['ratio_bf16']:.2f}x"))
+        bf16_ratio = f"{results['ratio_bf16']:.2f}x{_floor('bf16')}"
+        checks.append(("bf16 <= 0.13x naive", results["ratio_bf16"] <= 0.13, bf16_ratio))
     else:
         checks.append(("bf16 <= 0.13x naive", False, "not measurable: no native bf16 on this CPU"))
     if "enhance 60MP" in results:
         big = results["enhance 60MP"]["peak_rss"]
         checks.append(("60 MP peak memory <= 1.5 GB", big <= 1.5 * GB, f"{big / GB:.2f} GB"))
-    for name, ok, value in checks:
-        print(f"  [{'met' if ok else 'NOT met'}] {name}: {value}")
+    for name, ok, shown in checks:
+        print(f"  [{'met' if ok else 'NOT met'}] {name}: {shown}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

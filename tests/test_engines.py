@@ -17,6 +17,9 @@ from seedark import engines
 from seedark.errors import DeviceError, UsageError
 from seedark.inference import Engine
 from seedark.network import NetworkSpec
+from seedark.output import quantise
+from seedark.packing import PackedFrame
+from seedark.raw import RawFrame
 from seedark.tiling import MARGIN, axis_windows, plan_for_budget, plan_tiles_fixed
 from seedark.weights import LoadedWeights, random_weights
 
@@ -151,7 +154,7 @@ def test_auto_tiles_follow_the_memory_budget(
     engine = Engine(bayer, device="cpu", precision="fp32", backend="pytorch")
     packed = rng.random((400, 380, 4), dtype=np.float32)
     assert len(engine.plan(400, 380).tiles) == 1  # a small frame fits whole
-    held = inference.PROCESS_BYTES + engine.backend.model_bytes + 400 * 380 * engine.frame_bytes_per_pixel
+    held = inference.PROCESS_BYTES + engine.backend.model_bytes + 400 * 380 * engine.frame_bytes_per_pixel()
     monkeypatch.setattr(inference, "AUTO_PEAK_TARGET", held + 300 * 300 * engine.bytes_per_pixel)
     monkeypatch.setattr(inference, "AUTO_MIN_BUDGET", 0)
     plan = engine.plan(400, 380)
@@ -178,6 +181,67 @@ def test_bytes_per_pixel_scales_with_width_and_precision(bayer: LoadedWeights) -
     full = engines.TorchBackend(random_weights(NetworkSpec(), seed=0), torch.device("cpu"), torch.float32)
     assert 500 <= full.bytes_per_pixel() <= 800  # measured 518-645 B/px at width 32 (docs/performance.md)
     assert narrow < full.bytes_per_pixel() / 4
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("tile", [0, 64])
+def test_quantised_output_is_the_quantised_float_output(
+    bayer: LoadedWeights, rng: np.random.Generator, bits: int, tile: int
+) -> None:
+    engine = Engine(bayer, device="cpu", precision="fp32", backend="pytorch")
+    packed = rng.random((201, 230, 4), dtype=np.float32)
+    got = engine.run(packed, tile=tile, bits=bits)
+    assert got.dtype == (np.uint8 if bits == 8 else np.uint16)
+    assert len(np.unique(got)) > 50, "a real image, not a constant"
+    np.testing.assert_array_equal(got, quantise(engine.run(packed, tile=tile), bits))
+
+
+def test_quantised_output_leaves_more_memory_for_tiles(bayer: LoadedWeights, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = Engine(bayer, device="cpu", precision="fp32", backend="pytorch")
+    # A 60 MP frame (packed 3168 x 4752): its float32 output alone is 723 MB.
+    h, w = 3168, 4752
+    assert engine.frame_bytes_per_pixel() - engine.frame_bytes_per_pixel(8) == 4 * 3 * 4 - 3 * 4
+    assert engine.frame_bytes_per_pixel(16) - engine.frame_bytes_per_pixel(8) == 3 * 4
+    monkeypatch.setattr(inference, "AUTO_MIN_BUDGET", 0)
+    monkeypatch.setattr(inference, "available_memory", lambda _device: 1e12)
+    held8 = inference.PROCESS_BYTES + engine.backend.model_bytes + h * w * engine.frame_bytes_per_pixel(8)
+    monkeypatch.setattr(inference, "AUTO_PEAK_TARGET", held8 + 500e6)
+    assert engine.tile_budget(h, w, 8) == pytest.approx(500e6)
+    assert engine.tile_budget(h, w, 16) == pytest.approx(500e6 - h * w * 12)
+    assert engine.plan(h, w, bits=8).pixels < engine.plan(h, w).pixels, "bigger tiles, less overlap"
+    # A PackedFrame input packs per tile: the frame does not hold its float32 packing (16 B/px).
+    lazy = engine.tile_budget(h, w, 8, held_input=False)
+    assert lazy == pytest.approx(500e6 + h * w * 16)
+    assert engine.plan(h, w, bits=8, held_input=False).pixels < engine.plan(h, w, bits=8).pixels
+
+
+def test_a_packed_frame_runs_like_its_array(
+    bayer: LoadedWeights, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = RawFrame(
+        Path("x.dng"),
+        rng.integers(400, 3000, size=(839, 1001), dtype=np.uint16),
+        np.array(list("GRBG")).reshape(2, 2),
+        "bayer",
+        np.full((2, 2), 512, np.float32),
+        16383,
+        0,
+    )
+    lazy = PackedFrame(frame, 20.0)
+    engine = Engine(bayer, device="cpu", precision="fp32", backend="pytorch")
+    whole = engine.run(np.asarray(lazy), tile=64)
+    np.testing.assert_array_equal(engine.run(lazy, tile=64), whole)
+    # auto plans with the memory a PackedFrame leaves free
+    held = inference.PROCESS_BYTES + engine.backend.model_bytes + 420 * 501 * engine.frame_bytes_per_pixel(16, False)
+    monkeypatch.setattr(inference, "AUTO_PEAK_TARGET", held + 300 * 300 * engine.bytes_per_pixel)
+    monkeypatch.setattr(inference, "AUTO_MIN_BUDGET", 0)
+    calls: list[int] = []
+    got = engine.run(lazy, bits=16, progress=lambda d, t: calls.append(t))
+    assert lazy.shape == (420, 501, 4)
+    assert calls[-1] == len(engine.plan(420, 501, bits=16, held_input=False).tiles) > 1
+    assert calls[-1] < len(engine.plan(420, 501, bits=16).tiles)
+    # Other tiles than ``whole``'s: float summation order may move a sample across a rounding boundary.
+    assert int(np.abs(got.astype(np.int32) - quantise(whole, 16)).max()) <= 1
 
 
 def test_run_rejects_the_wrong_channel_count(bayer: LoadedWeights) -> None:
@@ -287,6 +351,17 @@ def test_openvino_tiles_stitch_with_one_compiled_shape(
     assert float(np.abs(whole - reference(bayer_file, packed)).max()) <= ENGINE_TOLERANCE
     assert set(backend._compiled) == {(333, 410), engine.plan(333, 410, 100).extent}
     assert "convert" not in backend.timings, "the module's first test converted and cached this model"
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_openvino_quantised_output(
+    ov_home: Path, bayer_file: LoadedWeights, rng: np.random.Generator, bits: int
+) -> None:
+    engine = Engine(bayer_file, device="cpu", precision="fp32", backend="openvino")
+    packed = rng.random((333, 410, 4), dtype=np.float32)
+    got = engine.run(packed, tile=100, bits=bits)
+    assert got.dtype == (np.uint8 if bits == 8 else np.uint16)
+    np.testing.assert_array_equal(got, quantise(engine.run(packed, tile=100), bits))
 
 
 def test_openvino_xtrans(ov_home: Path, rng: np.random.Generator) -> None:

@@ -7,11 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rawpy
+import tifffile
 import torch
+from PIL import Image
 
 import seedark
+from pngread import decode_png
 from rawgen import write_dng
 from seedark.errors import RawReadError, UnsupportedSensorError
+from seedark.output import quantise
 from seedark.weights import load_weights
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
@@ -142,3 +146,25 @@ def test_non_bayer_2x2_pattern(tmp_path: Path, rng: np.random.Generator) -> None
     path = write_dng(tmp_path / "rgbb.dng", rng.integers(600, 900, (32, 32), dtype=np.uint16), cfa=odd)
     with pytest.raises(UnsupportedSensorError, match="neither a 2x2 Bayer"):
         seedark.read_raw(path)
+
+
+@pytest.mark.parametrize(("orientation", "fmt", "bits"), [(1, "png", 8), (6, "tiff", 16), (8, "png", 16)])
+def test_written_file_holds_the_quantised_image(
+    tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine, orientation: int, fmt: str, bits: int
+) -> None:
+    """enhance_file quantises tile by tile; the file must hold exactly what quantising enhance()'s float gives."""
+    mosaic = rng.integers(400, 1200, size=(300, 330), dtype=np.uint16)
+    path = write_dng(tmp_path / "shot.dng", mosaic, orientation=orientation)
+    written = seedark.enhance_file(
+        path, tmp_path / f"out.{fmt}", ratio=40, bits=bits, engine=engine, tile=64, compare=True
+    )
+    want = quantise(seedark.enhance(path, ratio=40, engine=engine, tile=64), bits)
+    if fmt == "tiff":
+        got = tifffile.imread(written)
+    else:
+        _, got = decode_png(written)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert len(np.unique(got)) > 20
+    np.testing.assert_array_equal(got, want)
+    with Image.open(written.with_name("out_compare.jpg")) as im:
+        assert im.size == (2 * want.shape[1] + 8, want.shape[0])

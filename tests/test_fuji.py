@@ -13,7 +13,7 @@ import seedark
 from rawgen import write_dng
 from seedark.cli import main
 from seedark.errors import UnsupportedSensorError
-from seedark.packing import XTRANS_REFERENCE, pack_xtrans, xtrans_phase
+from seedark.packing import XTRANS_REFERENCE, PackedFrame, amplify, pack_xtrans, xtrans_phase
 from seedark.pipeline import default_model_for
 from seedark.raw import RawFrame
 from seedark.weights import load_weights
@@ -174,3 +174,17 @@ def test_xtrans_picks_the_fuji_model(
     err = capsys.readouterr().err
     assert info.value.code == 1
     assert "fuji" in err and "models import fuji" in err
+
+
+@pytest.mark.parametrize(("dy", "dx"), [(0, 0), (2, 3), (5, 1)])
+def test_lazy_xtrans_windows_are_the_whole_packing(rng: np.random.Generator, dy: int, dx: int) -> None:
+    big = rng.integers(0, 16384, size=(80, 91), dtype=np.uint16)
+    pattern = np.roll(XTRANS_REFERENCE, (-dy, -dx), axis=(0, 1))
+    f = RawFrame(Path("x.raf"), big, pattern, "xtrans", rng.uniform(1000, 1040, (6, 6)).astype(np.float32), 16383, 0)
+    whole = amplify(pack_xtrans(f), 60.0)
+    lazy = PackedFrame(f, 60.0)
+    assert lazy.shape == whole.shape
+    np.testing.assert_array_equal(np.asarray(lazy), whole)
+    h, w = whole.shape[:2]
+    for y0, y1, x0, x1 in [(0, h, 0, w), (1, 2, 3, 4), (3, h, 0, 5), (2, 9, 4, 10), (h - 1, h, w - 1, w), (5, 5, 1, 3)]:
+        np.testing.assert_array_equal(lazy[y0:y1, x0:x1], whole[y0:y1, x0:x1])

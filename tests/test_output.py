@@ -16,6 +16,7 @@ import rawpy
 import tifffile
 from PIL import Image, JpegImagePlugin
 
+from pngread import decode_png
 from rawgen import quadrant_mosaic, write_dng
 from seedark import output
 from seedark.errors import OutputError, UsageError
@@ -29,6 +30,7 @@ from seedark.output import (
     srgb_icc_profile,
     write_image,
 )
+from seedark.tiffio import Ifd, LazyChunk, layout_tiff
 
 META = CameraMetadata(
     make="Sony",
@@ -162,74 +164,58 @@ def test_quantise_takes_strided_views(rng: np.random.Generator, monkeypatch: pyt
     np.testing.assert_array_equal(quantise(view, 16), np.floor(view * np.float32(65535) + np.float32(0.5)))
 
 
+def test_quantise_into_pieces_is_quantising_the_whole(rng: np.random.Generator) -> None:
+    img = rng.normal(0.5, 0.4, (30, 47, 3)).astype(np.float32)  # outside [0, 1] too
+    for bits in (8, 16):
+        whole = quantise(img, bits)
+        out = np.zeros_like(whole)
+        for a, b in [(0, 7), (7, 19), (19, 30)]:
+            for c, d in [(0, 20), (20, 47)]:
+                piece = out[a:b, c:d]
+                assert quantise(img[a:b, c:d], bits, out=piece) is piece
+        np.testing.assert_array_equal(out, whole)
+    with pytest.raises(ValueError, match="uint8"):
+        quantise(img, 8, out=np.zeros((30, 47, 3), np.uint16))
+    with pytest.raises(ValueError, match="out must be"):
+        quantise(img, 16, out=np.zeros((30, 46, 3), np.uint16))
+
+
+def test_to_8bit_rounds_every_16_bit_level_to_the_nearest() -> None:
+    levels = np.arange(65536, dtype=np.uint16).reshape(-1, 1, 1).repeat(3, axis=2)
+    want = np.floor(np.arange(65536) * 255 / 65535 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(output.to_8bit(levels)[:, 0, 0], want)
+    img = np.array([[[0.0, 0.5, 1.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(output.to_8bit(img), quantise(img, 8))
+
+
+@pytest.mark.parametrize(("fmt", "bits"), FORMAT_BITS)
+@pytest.mark.parametrize("flip", [0, 6])
+def test_quantised_images_are_written_as_they_are(
+    tmp_path: Path, image: np.ndarray, fmt: str, bits: int, flip: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image quantised beforehand (what enhance_file does, tile by tile) gives the same file."""
+    monkeypatch.setattr(output, "_TIFF_STRIP_BYTES", 1000)  # several strips, copied one at a time
+    oriented = apply_orientation(image, flip)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    from_float = _write(tmp_path / "a", oriented, fmt, bits)
+    samples = apply_orientation(quantise(image, bits), flip)  # a strided view when rotated
+    assert samples.flags.c_contiguous == (flip == 0)
+    from_samples = _write(tmp_path / "b", samples, fmt, bits)
+    assert from_samples.read_bytes() == from_float.read_bytes()
+    if fmt == "tiff":
+        np.testing.assert_array_equal(tifffile.imread(from_samples), quantise(oriented, bits))
+
+
+def test_samples_of_the_wrong_depth_are_refused(tmp_path: Path, image: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="16-bit file needs a float or uint16"):
+        _write(tmp_path, quantise(image, 8), "png", 16)
+    with pytest.raises(ValueError, match="8-bit file needs"):
+        _write(tmp_path, (image * 100).astype(np.int32), "tiff", 8)
+    assert os.listdir(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- PNG
-
-
-def _paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    if pa <= pb and pa <= pc:
-        return a
-    return b if pb <= pc else c
-
-
-def decode_png(path: Path) -> tuple[dict[bytes, list[bytes]], np.ndarray]:
-    """A small, strict PNG decoder (RGB, 8/16 bits, no interlace): chunks and pixels.
-
-    Checks the signature, every CRC, that the zlib stream (and its Adler-32) is complete,
-    and undoes all five filter types, so it does not just mirror the writer.
-    """
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks: dict[bytes, list[bytes]] = {}
-    order: list[bytes] = []
-    pos = 8
-    while pos < len(data):
-        (length,) = struct.unpack_from(">I", data, pos)
-        kind = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
-        assert crc == zlib.crc32(kind + body), f"bad CRC in {kind!r}"
-        chunks.setdefault(kind, []).append(body)
-        order.append(kind)
-        pos += 12 + length
-    assert pos == len(data)
-    assert order[0] == b"IHDR" and order[-1] == b"IEND"
-    idats = [i for i, k in enumerate(order) if k == b"IDAT"]
-    assert idats == list(range(idats[0], idats[-1] + 1)), "IDAT chunks must be consecutive"
-    assert max(order.index(b"iCCP"), order.index(b"eXIf")) < idats[0]
-
-    w, h, depth, ctype, comp, filt, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"][0])
-    assert (ctype, comp, filt, interlace) == (2, 0, 0, 0)
-    d = zlib.decompressobj()
-    raw = d.decompress(b"".join(chunks[b"IDAT"])) + d.flush()
-    assert d.eof and not d.unused_data  # the Adler-32 was checked by zlib
-    bpp = 3 * depth // 8
-    stride = w * bpp
-    assert len(raw) == h * (stride + 1)
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(h, stride + 1)
-    out = np.zeros((h, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.int64)
-    for y in range(h):
-        ftype, line = rows[y, 0], rows[y, 1:].astype(np.int64)
-        cur = np.zeros(stride, dtype=np.int64)
-        if ftype == 0:
-            cur = line
-        elif ftype == 2:
-            cur = (line + prev) % 256
-        else:
-            assert ftype in (1, 3, 4)
-            for x in range(stride):
-                a = cur[x - bpp] if x >= bpp else 0
-                c = prev[x - bpp] if x >= bpp else 0
-                b = prev[x]
-                pred = a if ftype == 1 else (a + b) // 2 if ftype == 3 else _paeth(a, b, c)
-                cur[x] = (line[x] + pred) % 256
-        out[y] = cur
-        prev = cur
-    dtype = np.dtype(">u2") if depth == 16 else np.dtype(np.uint8)
-    pixels = out.view(dtype).reshape(h, w, 3).astype(np.uint16 if depth == 16 else np.uint8)
-    return chunks, pixels
 
 
 @pytest.mark.parametrize("bits", [8, 16])
@@ -321,6 +307,19 @@ def test_tiff_many_strips(tmp_path: Path, rng: np.random.Generator, monkeypatch:
     with tifffile.TiffFile(path) as tf:
         assert len(tf.pages.first.dataoffsets) > 1
         np.testing.assert_array_equal(tf.asarray(), quantise(img, 16))
+
+
+def test_lazy_strips_are_laid_out_like_buffers() -> None:
+    def layout(chunks: list[Any]) -> bytes:
+        ifd = Ifd()
+        ifd.long(256, 4)
+        ifd.strips(273, 279, chunks)
+        return layout_tiff(ifd).to_bytes()
+
+    data = [b"abcdef", b"gh"]
+    assert layout([LazyChunk(6, lambda: data[0]), LazyChunk(2, lambda: data[1])]) == layout(data)
+    with pytest.raises(ValueError, match="made 2 bytes, not 3"):
+        layout([LazyChunk(3, lambda: b"gh")])
 
 
 def test_tiff_over_4gb_is_refused_before_encoding(tmp_path: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from seedark.errors import UnsupportedSensorError, UsageError
-from seedark.packing import amplify, bayer_offsets, pack_bayer
+from seedark.packing import PackedFrame, amplify, bayer_offsets, pack_bayer
 from seedark.raw import RawFrame
 
 
@@ -111,3 +112,57 @@ def test_amplify_as_official(rng: np.random.Generator) -> None:
 def test_bad_ratio(bad: object) -> None:
     with pytest.raises(UsageError, match="ratio"):
         amplify(np.zeros((1, 1, 4), np.float32), bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- lazy packing
+
+
+def _windows(h: int, w: int, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+    """Whole frame, edges, single rows/columns, empty and random windows."""
+    fixed = [(0, h, 0, w), (h - 1, h, 0, w), (0, h, w - 1, w), (0, 1, 0, 1), (h - 1, h, w - 1, w), (2, 2, 0, w)]
+    random = []
+    for _ in range(20):
+        y0, y1 = sorted(rng.integers(0, h + 1, 2))
+        x0, x1 = sorted(rng.integers(0, w + 1, 2))
+        random.append((int(y0), int(y1), int(x0), int(x1)))
+    return fixed + random
+
+
+@pytest.mark.parametrize("cfa", ["RGGB", "GBRG", "BGGR", "GRBG"])
+@pytest.mark.parametrize("size", [(48, 64), (37, 53), (7, 9), (40, 3)])
+def test_packed_frame_windows_are_the_whole_packing(rng: np.random.Generator, cfa: str, size: tuple[int, int]) -> None:
+    mosaic = rng.integers(0, 16384, size=size, dtype=np.uint16)
+    f = frame(mosaic, cfa, black=[500, 505, 510, 515])
+    whole = amplify(pack_bayer(f), 37.5)
+    lazy = PackedFrame(f, 37.5)
+    assert lazy.shape == whole.shape and lazy.ndim == 3 and lazy.dtype == np.float32
+    assert whole.min() == 0.0 and whole.max() == 1.0 and 0 < whole.mean() < 1  # both clips happen
+    np.testing.assert_array_equal(np.asarray(lazy), whole)
+    for y0, y1, x0, x1 in _windows(*whole.shape[:2], rng):
+        got = lazy[y0:y1, x0:x1]
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, whole[y0:y1, x0:x1])
+    # numpy's slice rules, and anything that is not a 2-D window, come from the whole array
+    np.testing.assert_array_equal(lazy[-5:, :100], whole[-5:, :100])
+    np.testing.assert_array_equal(lazy[..., 2], whole[..., 2])
+    np.testing.assert_array_equal(lazy[::2, 1:], whole[::2, 1:])
+    with pytest.raises(IndexError):
+        lazy.window(0, whole.shape[0] + 1, 0, 1)
+
+
+def test_packed_frame_holds_the_mosaic_not_floats(rng: np.random.Generator) -> None:
+    mosaic = rng.integers(0, 16384, size=(400, 600), dtype=np.uint16)
+    lazy = PackedFrame(frame(mosaic, "RGGB"), 100)
+    assert lazy.frame.mosaic is mosaic  # no copy
+    assert lazy.nbytes == 2 * mosaic.nbytes
+    copy = pickle.loads(pickle.dumps(lazy))  # what the batch decoder process sends
+    assert len(pickle.dumps(lazy)) < 0.6 * lazy.nbytes
+    np.testing.assert_array_equal(copy[10:20, 30:40], lazy[10:20, 30:40])
+
+
+def test_packed_frame_refuses_what_packing_refuses(rng: np.random.Generator) -> None:
+    mosaic = rng.integers(0, 16384, size=(8, 8), dtype=np.uint16)
+    with pytest.raises(UsageError):
+        PackedFrame(frame(mosaic, "RGGB"), 0)
+    with pytest.raises(UnsupportedSensorError):
+        PackedFrame(frame(mosaic, "RRGB"), 10)

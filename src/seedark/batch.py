@@ -376,7 +376,7 @@ def run_batch(
                     continue
                 engines[prepared.sensor] = engine
             try:
-                image = infer(prepared, engine, tile=tile)
+                image = infer(prepared, engine, tile=tile, bits=job.plan.bits)
             except SeedarkError as exc:
                 fail(job, exc)
                 drain()

@@ -17,6 +17,8 @@ import numpy as np
 from .devices import available_memory, resolve_device, resolve_precision
 from .engines import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
 from .errors import UsageError
+from .output import sample_dtype
+from .packing import PackedFrame
 from .tiling import ProgressFn, TilePlan, iter_tiles, plan_for_budget, plan_tiles_fixed
 from .weights import LoadedWeights
 
@@ -84,43 +86,68 @@ class Engine:
         """Peak activation bytes per packed pixel of a tile (measured; docs/performance.md)."""
         return self.backend.bytes_per_pixel()
 
-    @property
-    def frame_bytes_per_pixel(self) -> int:
-        """What a frame holds per packed pixel while it is enhanced: the packed input, this
-        output (float32) and the decoded mosaic."""
+    def frame_bytes_per_pixel(self, bits: int | None = None, held_input: bool = True) -> int:
+        """What a frame holds per packed pixel while it is enhanced: the decoded mosaic (uint16),
+        the output (float32, or ``bits``-bit samples) and, unless the input is a
+        :class:`PackedFrame` (``held_input=False``), the float32 packed input."""
         b, c = self.spec.block, self.spec.in_channels
-        return 4 * c + 4 * 3 * b * b + 2 * b * b
+        sample = 4 if bits is None else bits // 8
+        return (4 * c if held_input else 0) + sample * 3 * b * b + 2 * b * b
 
-    def tile_budget(self, height: int, width: int) -> float:
+    def tile_budget(self, height: int, width: int, bits: int | None = None, held_input: bool = True) -> float:
         """Bytes ``--tile auto`` lets one tile's activations take for an ``height x width`` frame."""
         budget = available_memory(self.device) * AUTO_MEMORY_SHARE
         if self.device.type == "cpu":
             # Everything lives in RAM: keep the whole process, frame and model included, under the target.
-            held = PROCESS_BYTES + self.backend.model_bytes + height * width * self.frame_bytes_per_pixel
+            per_pixel = self.frame_bytes_per_pixel(bits, held_input)
+            held = PROCESS_BYTES + self.backend.model_bytes + height * width * per_pixel
             budget = min(budget, max(AUTO_PEAK_TARGET - held, AUTO_MIN_BUDGET))
         return budget
 
-    def plan(self, height: int, width: int, tile: int | None = None) -> TilePlan:
-        """Tiles for a packed ``height x width`` frame: None = auto, 0 = whole frame, N = core side."""
+    def plan(
+        self, height: int, width: int, tile: int | None = None, bits: int | None = None, held_input: bool = True
+    ) -> TilePlan:
+        """Tiles for a packed ``height x width`` frame: None = auto, 0 = whole frame, N = core side.
+
+        What ``auto`` counts in the memory it plans for: ``bits``, the output's samples (None:
+        float32), and ``held_input``, whether the float32 packed input is held whole (an array)
+        or packed per tile (a :class:`PackedFrame`).
+        """
         if tile is not None:
             return plan_tiles_fixed(height, width, tile)
-        return plan_for_budget(height, width, self.tile_budget(height, width), self.bytes_per_pixel)
+        budget = self.tile_budget(height, width, bits, held_input)
+        return plan_for_budget(height, width, budget, self.bytes_per_pixel)
 
     def _backend_for(self, height: int, width: int) -> Backend:
         if isinstance(self.backend, OpenVINOBackend) and height * width < OV_MIN_PIXELS:
             return self.backend.torch_fallback()
         return self.backend
 
-    def run(self, packed: np.ndarray, *, tile: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
-        """Network output for an amplified H x W x C packed array: (bH) x (bW) x 3 in [0, 1].
+    def run(
+        self,
+        packed: np.ndarray | PackedFrame,
+        *,
+        tile: int | None = None,
+        progress: ProgressFn | None = None,
+        bits: int | None = None,
+    ) -> np.ndarray:
+        """Network output for an amplified H x W x C packed array: (bH) x (bW) x 3.
 
-        ``tile``: None = auto, 0 = whole frame, N = core side in packed pixels.
+        The contract: ``packed`` is float32 (any strides, or a :class:`PackedFrame`
+        that packs each tile's window when it is needed), already amplified and
+        clipped to [0, 1], H and W of any size (no padding is needed or added). The
+        output is clipped to [0, 1]: float32 when ``bits`` is None, else uint8/uint16
+        samples quantised tile by tile exactly as ``seedark.output.quantise`` would
+        quantise the float output (a 60 MP frame then holds 180 or 360 MB of output
+        instead of 720 MB). ``tile``: None = auto, 0 = whole frame, N = core side in
+        packed pixels.
         """
         if packed.ndim != 3 or packed.shape[2] != self.spec.in_channels:
             raise ValueError(f"expected H x W x {self.spec.in_channels} input, got {packed.shape}")
+        dtype = np.float32 if bits is None else sample_dtype(bits)
         h, w, _ = packed.shape
         b = self.spec.block
-        plan = self.plan(h, w, tile)
+        plan = self.plan(h, w, tile, bits, held_input=not isinstance(packed, PackedFrame))
         backend = self._backend_for(h, w)
         log.debug(
             "%s: %d tile(s) of %dx%d packed px for a %dx%d frame (%.0f%% extra work for the overlaps)",
@@ -131,7 +158,7 @@ class Engine:
             w,
             100 * (plan.pixels / (h * w) - 1),
         )
-        out = np.empty((h * b, w * b, 3), dtype=np.float32)
+        out = np.empty((h * b, w * b, 3), dtype=dtype)
         try:
             for t in iter_tiles(plan.tiles, progress):
                 dest = out[t.cy0 * b : t.cy1 * b, t.cx0 * b : t.cx1 * b]

@@ -26,7 +26,7 @@ from PIL import Image, ImageCms
 
 from seedark.errors import OutputError, UsageError
 from seedark.exif import CameraMetadata, add_camera_tags, build_exif
-from seedark.tiffio import MAX_TIFF_SIZE, Ifd, layout_tiff
+from seedark.tiffio import MAX_TIFF_SIZE, Chunk, Ifd, LazyChunk, layout_tiff
 
 FORMATS = ("png", "tiff", "jpeg")
 
@@ -165,21 +165,29 @@ def _ordered_parallel(job: Callable[[int], _T], count: int) -> Iterator[_T]:
 _QUANTISE_BLOCK = 1 << 18
 
 
-def quantise(rgb: np.ndarray, bits: int) -> np.ndarray:
+def sample_dtype(bits: int) -> type[np.unsignedinteger]:
+    """numpy type of an output sample of ``bits`` (8 or 16)."""
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, not {bits}")
+    return np.uint8 if bits == 8 else np.uint16
+
+
+def quantise(rgb: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
     """float [0, 1] -> uint8/uint16 with round-half-up: ``floor(x * maxval + 0.5)``.
 
     Values outside [0, 1] are clipped and NaN becomes 0. The arithmetic is float32.
     ``rgb`` may be any strided view (e.g. from :func:`apply_orientation`); the result is
-    a new C-contiguous array.
+    a new C-contiguous array, or ``out`` (any view of the right shape and dtype), so
+    quantising piece by piece gives exactly the samples quantising the whole would.
     """
-    if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, not {bits}")
+    dtype = sample_dtype(bits)
     maxval = np.float32((1 << bits) - 1)
-    dtype = np.uint8 if bits == 8 else np.uint16
-    out = np.empty(rgb.shape, dtype=dtype)
-    if out.size == 0:
-        return out
-    row_size = max(1, out[0].size)
+    if out is not None and (out.shape != rgb.shape or out.dtype != dtype):
+        raise ValueError(f"out must be {np.dtype(dtype).name} {rgb.shape}, got {out.dtype} {out.shape}")
+    target: np.ndarray = np.empty(rgb.shape, dtype=dtype) if out is None else out
+    if target.size == 0:
+        return target
+    row_size = max(1, target[0].size)
     rows = max(1, _QUANTISE_BLOCK // row_size)
     starts = range(0, rgb.shape[0], rows)
 
@@ -192,11 +200,35 @@ def quantise(rgb: np.ndarray, bits: int) -> np.ndarray:
         # fmax/fmin (unlike clip) turn NaN into the other operand, so NaN -> 0.
         np.fmax(tmp, np.float32(0), out=tmp)
         np.fmin(tmp, maxval, out=tmp)
-        out[a : a + rows] = tmp
+        target[a : a + rows] = tmp
 
     for _ in _ordered_parallel(job, len(starts)):
         pass
-    return out
+    return target
+
+
+def samples(rgb: np.ndarray, bits: int) -> np.ndarray:
+    """The ``bits``-bit samples to encode: a float image quantised, or an already quantised one as is.
+
+    An integer image must already have ``bits`` bits per sample (uint8 or uint16);
+    it may be any strided view (the encoders copy piece by piece).
+    """
+    dtype = sample_dtype(bits)
+    if np.issubdtype(rgb.dtype, np.floating):
+        return quantise(rgb, bits)
+    if rgb.dtype != dtype:
+        raise ValueError(f"a {bits}-bit file needs a float or {np.dtype(dtype).name} image, got {rgb.dtype}")
+    return rgb
+
+
+def to_8bit(rgb: np.ndarray) -> np.ndarray:
+    """An image as 8-bit samples: float quantised; uint16 rounded to the nearest 8-bit level."""
+    if rgb.dtype == np.uint8:
+        return rgb
+    if rgb.dtype == np.uint16:
+        # round(x * 255 / 65535) exactly: 65535 = 255 * 257.
+        return ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return quantise(rgb, 8)
 
 
 # --------------------------------------------------------------------------- PNG
@@ -316,12 +348,20 @@ def _encode_tiff(
 ) -> None:
     h, w, _ = q.shape
     bits = 8 if q.dtype == np.uint8 else 16
-    data = np.ascontiguousarray(q, dtype="<u2" if bits == 16 else np.uint8)
+    sample = np.dtype("<u2" if bits == 16 else np.uint8)
     row_bytes = w * 3 * (bits // 8)
     rows_per_strip = max(1, min(h, _TIFF_STRIP_BYTES // row_bytes))
-    flat = data.reshape(-1).view(np.uint8).data
-    strip = rows_per_strip * row_bytes
-    chunks = [flat[i : i + strip] for i in range(0, len(flat), strip)]
+    chunks: list[Chunk]
+    if q.flags.c_contiguous and q.dtype == sample:
+        flat = q.reshape(-1).view(np.uint8).data
+        strip = rows_per_strip * row_bytes
+        chunks = [flat[i : i + strip] for i in range(0, len(flat), strip)]
+    else:
+        # A rotated or big-endian image: copy strip by strip, never the whole image at once.
+        def make(a: int) -> Callable[[], memoryview]:
+            return lambda: np.ascontiguousarray(q[a : a + rows_per_strip], dtype=sample).reshape(-1).view(np.uint8).data
+
+        chunks = [LazyChunk(min(rows_per_strip, h - a) * row_bytes, make(a)) for a in range(0, h, rows_per_strip)]
 
     ifd = Ifd()
     ifd.long(256, w)  # ImageWidth
@@ -452,12 +492,14 @@ def write_image(
     overwrite: bool = False,
     jpeg_quality: int = 95,
 ) -> Path:
-    """Write an HxWx3 float image in [0, 1] as a PNG, TIFF or JPEG file, atomically.
+    """Write an HxWx3 image as a PNG, TIFF or JPEG file, atomically.
 
-    The pixels are clipped and quantised to ``bits`` (8 or 16; JPEG only 8) with
-    round-half-up, and tagged with an sRGB ICC profile and EXIF built from
-    ``metadata``. The file appears under its final name only once fully written; on
-    any failure (or KeyboardInterrupt) nothing is left behind. Returns the path.
+    A float image in [0, 1] is clipped and quantised to ``bits`` (8 or 16; JPEG only
+    8) with round-half-up (:func:`quantise`); a uint8/uint16 image of ``bits`` bits
+    (quantised earlier, e.g. tile by tile by ``Engine.run``) is written as is. The file
+    is tagged with an sRGB ICC profile and EXIF built from ``metadata``. It appears
+    under its final name only once fully written; on any failure (or
+    KeyboardInterrupt) nothing is left behind. Returns the path.
 
     Raises UsageError for impossible option combinations and OutputError when the
     file cannot be written (folder missing or read-only, file exists, disk full...).
@@ -486,7 +528,7 @@ def write_image(
     check_destination(final, overwrite=overwrite)
 
     icc = srgb_icc_profile()
-    q = quantise(rgb, bits)
+    q = samples(rgb, bits)
 
     tmp: Path | None = None
     try:

@@ -2,9 +2,10 @@
 
 Three stages, so a batch can overlap them (seedark.batch):
 
-1. ``prepare_file`` (seedark.prepare): decode, choose the ratio, pack and
-   amplify (CPU, no torch; runs in a decoder process during batches);
-2. ``infer``: the network, tiled, on the engine's device;
+1. ``prepare_file`` (seedark.prepare): decode and choose the ratio (CPU, no
+   torch; runs in a decoder process during batches);
+2. ``infer``: the network, tiled, on the engine's device; each tile's input is
+   packed and amplified from the mosaic when the tile runs (``PackedFrame``);
 3. ``write_image``: orientation already applied, encode and publish atomically.
 
 ``enhance()`` returns the image as an array; ``enhance_file()`` also writes it.
@@ -26,7 +27,7 @@ from .devices import resolve_device, resolve_precision
 from .errors import OutputError, UnsupportedSensorError, UsageError
 from .exposure import parse_ratio
 from .inference import Engine, parse_tile
-from .output import apply_orientation, check_destination, default_extension, format_from_path, write_image
+from .output import apply_orientation, check_destination, default_extension, format_from_path, to_8bit, write_image
 from .prepare import Prepared, default_model_for, pack, prepare, prepare_file, sensor_area
 from .preview import naive_brighten, side_by_side
 from .raw import RawFrame, check_input, read_raw
@@ -87,22 +88,32 @@ def _check_fit(engine: Engine, sensor: str, path: Path) -> None:
 
 
 def infer(
-    prepared: Prepared, engine: Engine, *, tile: str | int | None = "auto", progress: ProgressFn | None = None
+    prepared: Prepared,
+    engine: Engine,
+    *,
+    tile: str | int | None = "auto",
+    progress: ProgressFn | None = None,
+    bits: int | None = None,
 ) -> np.ndarray:
-    """Network output for a prepared frame, cropped and oriented: H x W x 3 float32 in [0, 1]."""
+    """Network output for a prepared frame, cropped and oriented: H x W x 3 in [0, 1].
+
+    float32 by default; with ``bits`` (8 or 16), the samples a file of that depth
+    holds, quantised tile by tile, so the float image never exists in full. The
+    result is a view (orientation is applied by strides, not copied).
+    """
     _check_fit(engine, prepared.sensor, prepared.path)
     if prepared.auto_ratio:
         log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
-    image = engine.run(prepared.packed, tile=parse_tile(tile), progress=progress)
+    image = engine.run(prepared.packed, tile=parse_tile(tile), progress=progress, bits=bits)
     image = image[: prepared.height, : prepared.width]  # odd Bayer sizes were extended by one row/column
     return apply_orientation(image, prepared.flip)
 
 
 def comparison(prepared: Prepared, enhanced: np.ndarray, block: int) -> np.ndarray:
-    """``naively brightened input | enhanced`` for a person to look at."""
-    before = naive_brighten(prepared.packed, prepared.sensor, prepared.camera_wb, block)
+    """``naively brightened input | enhanced`` for a person to look at, as 8-bit samples."""
+    before = naive_brighten(np.asarray(prepared.packed), prepared.sensor, prepared.camera_wb, block)
     before = apply_orientation(before[: prepared.height, : prepared.width], prepared.flip)
-    return side_by_side(before, enhanced)
+    return side_by_side(before, to_8bit(enhanced))
 
 
 def enhance_frame(
@@ -273,7 +284,7 @@ def enhance_file(
     _check_fit(engine, frame.sensor, frame.path)
     prepared = prepare(frame, ratio)
     del frame
-    image = infer(prepared, engine, tile=tile, progress=progress)
+    image = infer(prepared, engine, tile=tile, progress=progress, bits=plan.bits)
     return write_result(plan, image, prepared, overwrite=overwrite, compare=compare, block=engine.spec.block)
 
 

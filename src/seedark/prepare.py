@@ -15,7 +15,7 @@ import numpy as np
 from .errors import UnsupportedSensorError
 from .exif import CameraMetadata
 from .exposure import parse_ratio, resolve_ratio
-from .packing import amplify, pack_bayer, pack_xtrans, xtrans_crop
+from .packing import PackedFrame, pack_bayer, pack_xtrans, xtrans_crop
 from .raw import RawFrame, read_raw
 
 
@@ -31,11 +31,13 @@ def default_model_for(sensor: str) -> str:
 
 @dataclass
 class Prepared:
-    """A frame ready for the network: everything later stages need, no mosaic."""
+    """A frame ready for the network: everything later stages need (the mosaic, inside ``packed``)."""
 
     path: Path
     sensor: str
-    packed: np.ndarray  # amplified network input, H x W x C float32
+    #: The amplified network input, H x W x C float32, packed window by window as tiles need it
+    #: (``np.asarray(packed)`` for the whole array).
+    packed: PackedFrame
     ratio: float
     auto_ratio: bool
     height: int  # size of the sensor area the output covers (before orientation)
@@ -66,10 +68,10 @@ def sensor_area(frame: RawFrame) -> tuple[int, int, int, int]:
 
 
 def prepare(frame: RawFrame, ratio: float | str | None = "auto") -> Prepared:
-    """Choose the ratio, pack and amplify."""
+    """Choose the ratio; the input is packed and amplified lazily, tile by tile (``PackedFrame``)."""
     given = parse_ratio(ratio)
     value = resolve_ratio(frame, given)
-    packed = amplify(pack(frame), value)
+    packed = PackedFrame(frame, value)
     _, _, h, w = sensor_area(frame)
     return Prepared(
         frame.path, frame.sensor, packed, value, given is None, h, w, frame.flip, frame.camera, frame.camera_wb

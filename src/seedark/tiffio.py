@@ -12,13 +12,40 @@ were added. Offsets are 32-bit, so the whole structure must stay below 4 GiB.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO, Literal
 
 #: Anything whose bytes can be written as strip data without copying.
 Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class LazyChunk:
+    """Strip data of a known size, made only when it is written.
+
+    For images that are not one contiguous buffer (e.g. rotated views): one strip is
+    copied at a time instead of the whole image.
+    """
+
+    nbytes: int
+    make: Callable[[], Buffer]
+
+    def data(self) -> Buffer:
+        got = self.make()
+        if memoryview(got).nbytes != self.nbytes:
+            raise ValueError(f"a lazy strip made {memoryview(got).nbytes} bytes, not {self.nbytes}")
+        return got
+
+
+#: Strip data: a buffer, or a lazy one.
+Chunk = Buffer | LazyChunk
+
+
+def _nbytes(chunk: Chunk) -> int:
+    return chunk.nbytes if isinstance(chunk, LazyChunk) else memoryview(chunk).nbytes
+
 
 ByteOrder = Literal["<", ">"]
 
@@ -94,7 +121,7 @@ class _SubIfd:
 class _Strips:
     """The offsets half of an offsets/byte-counts pair; the data goes at the file end."""
 
-    chunks: tuple[Buffer, ...]
+    chunks: tuple[Chunk, ...]
 
 
 _Entry = _Values | _SubIfd | _Strips
@@ -178,7 +205,7 @@ class Ifd:
             raise ValueError("a sub-IFD must use its parent's byte order")
         self._set(tag, _SubIfd(ifd))
 
-    def strips(self, offsets_tag: int, counts_tag: int, chunks: Sequence[Buffer]) -> None:
+    def strips(self, offsets_tag: int, counts_tag: int, chunks: Sequence[Chunk]) -> None:
         """Image data chunks (strips or tiles): their offsets and byte counts as LONGs.
 
         The chunks are written after all IFDs, in order; they are not copied until the
@@ -187,7 +214,7 @@ class Ifd:
         if not chunks:
             raise ValueError("at least one strip is needed")
         self._set(offsets_tag, _Strips(tuple(chunks)))
-        self.long(counts_tag, [memoryview(c).nbytes for c in chunks])
+        self.long(counts_tag, [_nbytes(c) for c in chunks])
 
 
 def _pad2(n: int) -> int:
@@ -232,19 +259,23 @@ class TiffLayout:
     """A laid-out TIFF: ``head`` (header and every IFD) followed by ``data`` chunks."""
 
     head: bytes
-    data: list[Buffer]
+    data: list[Chunk]
 
     @property
     def size(self) -> int:
-        return len(self.head) + sum(memoryview(c).nbytes for c in self.data)
+        return len(self.head) + sum(_nbytes(c) for c in self.data)
 
     def to_bytes(self) -> bytes:
-        return b"".join([self.head, *(bytes(c) for c in self.data)])
+        return b"".join([self.head, *(bytes(_materialise(c)) for c in self.data)])
 
     def write_to(self, fh: BinaryIO) -> None:
         fh.write(self.head)
         for chunk in self.data:
-            fh.write(chunk)
+            fh.write(_materialise(chunk))
+
+
+def _materialise(chunk: Chunk) -> Buffer:
+    return chunk.data() if isinstance(chunk, LazyChunk) else chunk
 
 
 def layout_tiff(ifd0: Ifd) -> TiffLayout:
@@ -257,13 +288,13 @@ def layout_tiff(ifd0: Ifd) -> TiffLayout:
 
     # Strip data follows the head; give every chunk its offset before serialising.
     strip_offsets: dict[int, list[int]] = {}
-    data: list[Buffer] = []
+    data: list[Chunk] = []
     pos = head_size
     for strips in _walk_strips(ifd0):
         offsets = []
         for chunk in strips.chunks:
             offsets.append(pos)
-            pos += memoryview(chunk).nbytes
+            pos += _nbytes(chunk)
             data.append(chunk)
         strip_offsets[id(strips)] = offsets
     # A strip may start at most at MAX_TIFF_SIZE, but data past 4 GiB is unreadable.
