@@ -198,13 +198,13 @@ def test_ctrl_c_on_the_real_command(tmp_path: Path, rng: np.random.Generator) ->
     os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted" in err
+    assert "interrupted" in err, err
     done = sorted(out.iterdir())
-    assert 0 < len(done) < 40
-    assert all(p.suffix == ".png" and not p.name.startswith(".") for p in done), done
+    assert 0 < len(done) < 40, (done, err)
+    assert all(p.suffix == ".png" and not p.name.startswith(".") for p in done), (done, err)
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"skipped {len(done)}" in rerun.stderr
+    assert f"skipped {len(done)}" in rerun.stderr, (done, err, rerun.stderr)
     assert len(list(out.glob("*.png"))) == 40
 
 
@@ -216,3 +216,29 @@ def test_output_folder_that_is_a_file(
     code, _, err = run_cli(capsys, "batch", tmp_path / "in", "-o", tmp_path / "taken", "--weights", WEIGHTS)
     assert code == 1 and err.strip() == f"seedark: error: {tmp_path / 'taken'}: output folder is not a folder"
     assert (tmp_path / "taken").read_text() == "x"
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_auto_tiles_leave_room_for_what_the_batch_holds(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, big: bool
+) -> None:
+    """Frames decoded ahead and the image being written are memory too; big frames run one stage at a time."""
+    for i in range(3):
+        shot(tmp_path / "in" / f"r{i}.dng", rng, size=(40, 56))
+    if big:
+        monkeypatch.setattr(batch_module, "BIG_MOSAIC_BYTES", 0)
+    seen: list[int] = []
+    real_infer = batch_module.infer
+
+    def spy(prepared: object, engine: object, **kw: object) -> object:
+        seen.append(kw["reserve"])  # type: ignore[arg-type]
+        return real_infer(prepared, engine, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch_module, "infer", spy)
+    report = run_batch([tmp_path / "in"], tmp_path / "out", weights=WEIGHTS, bits=16, fmt="tiff")
+    assert len(report.converted) == 3
+    mosaic, image = 40 * 56 * 2, 40 * 56 * 3 * 2
+    if big:
+        assert seen == [0, 0, 0]  # nothing decoded ahead, no image being written meanwhile
+    else:
+        assert seen == [mosaic + image, mosaic + image, image]

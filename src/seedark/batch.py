@@ -2,15 +2,17 @@
 
 Three things run at once, each bounded:
 
-* a decoder **process** reads, packs and amplifies the next files (at most
-  ``PREFETCH`` ahead). LibRaw is C code: a hostile file that crashes it kills
-  only that process, which is restarted; the file is reported as failed.
+* a decoder **process** reads the next files and chooses their ratios (at
+  most ``PREFETCH`` ahead; frames over ``BIG_MOSAIC_BYTES`` one at a time). LibRaw
+  is C code: a hostile file that crashes it kills only that process, which is
+  restarted; the file is reported as failed.
 * the main thread runs the network on the current frame (the model is loaded
   once per sensor kind and reused);
 * a writer thread orients, encodes and atomically publishes the previous
   result (queue of one).
 
-So memory stays within a few frames however large the folder. Outputs are
+So memory stays within a few frames however large the folder, and ``--tile
+auto`` leaves room for them (:func:`held_besides`). Outputs are
 only ever published complete, so an interrupted run leaves no partial file
 and the next run skips what is done.
 """
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .engines import release_heap
 from .errors import OutputError, SeedarkError, UsageError
 from .exposure import parse_ratio
 from .inference import Engine, parse_tile
@@ -50,8 +53,23 @@ from .weights import LoadedWeights, load_weights
 
 log = logging.getLogger("seedark")
 
-#: Decoded frames waiting for the network, at most.
-PREFETCH = 2
+#: Files decoded ahead while a frame runs through the network.
+PREFETCH = 1
+#: Frames whose mosaic is larger than this (a ~32 MP sensor) run one stage at a time:
+#: none is decoded ahead and the previous image is written before the next inference
+#: starts. That costs a second or two against ~45 s of inference for 60 MP, and keeps
+#: the batch's peak that of one frame.
+BIG_MOSAIC_BYTES = 64 << 20
+
+
+def held_besides(prepared: Prepared, bits: int, waiting: int, writing: bool) -> int:
+    """Host memory a batch holds besides the frame being inferred, for ``--tile auto``:
+    ``waiting`` frames decoded ahead (taken to be as large as this one) and, if
+    ``writing``, the previous image while it is written."""
+    mosaic = prepared.packed.frame.mosaic.nbytes
+    image = prepared.height * prepared.width * 3 * (bits // 8)
+    return waiting * mosaic + (image if writing else 0)
+
 
 Decoder = Callable[[Path, "float | str | None"], Prepared]
 
@@ -294,6 +312,7 @@ def run_batch(
         while True:
             item = write_queue.get()
             if item is None:
+                write_queue.task_done()
                 return
             job, image, prepared, started, block = item
             try:
@@ -301,25 +320,25 @@ def run_batch(
                     continue  # interrupted: not written, the next run redoes it
                 job.plan.path.parent.mkdir(parents=True, exist_ok=True)
                 written = write_result(job.plan, image, prepared, overwrite=overwrite, compare=compare, block=block)
-                results.put((job, prepared.ratio, started, None, written))
+                results.put((job, prepared.ratio, time.monotonic() - started, None, written))
             except BaseException as exc:
-                results.put((job, prepared.ratio, started, exc, None))
+                results.put((job, prepared.ratio, time.monotonic() - started, exc, None))
             finally:
-                del image, prepared
+                del image, prepared, item
+                release_heap()  # the encoder's freed buffers would otherwise stay in this thread's arena
+                write_queue.task_done()
 
     def drain() -> None:
         nonlocal done
         while True:
             try:
-                job, used, started, exc, written = results.get_nowait()
+                job, used, seconds, exc, written = results.get_nowait()
             except queue.Empty:
                 return
             done += 1
             if exc is None and written is not None:
                 report.converted.append((job.source, written, used))
-                emit(
-                    BatchEvent("converted", job.source, done, total, written, used, seconds=time.monotonic() - started)
-                )
+                emit(BatchEvent("converted", job.source, done, total, written, used, seconds=seconds))
             else:
                 reason = _describe(exc, job.plan.path) if exc is not None else "not written"
                 report.failed.append((job.source, reason))
@@ -336,17 +355,23 @@ def run_batch(
     thread.start()
     pending: list[tuple[Job, Future[Prepared]]] = []
     next_job = 0
+
+    def top_up(limit: int) -> None:
+        """Send files to the decoder until ``limit`` are waiting (or none are left)."""
+        nonlocal next_job
+        while next_job < len(jobs) and len(pending) < limit:
+            job = jobs[next_job]
+            next_job += 1
+            try:
+                check_destination(job.plan.path, overwrite=overwrite, create_folder=True)
+            except OutputError as exc:
+                fail(job, exc)
+                continue
+            pending.append((job, decode.submit(job.source)))
+
     try:
         while next_job < len(jobs) or pending:
-            while next_job < len(jobs) and len(pending) < PREFETCH:
-                job = jobs[next_job]
-                next_job += 1
-                try:
-                    check_destination(job.plan.path, overwrite=overwrite, create_folder=True)
-                except OutputError as exc:
-                    fail(job, exc)
-                    continue
-                pending.append((job, decode.submit(job.source)))
+            top_up(1)
             if not pending:
                 break
             job, future = pending.pop(0)
@@ -357,7 +382,7 @@ def run_batch(
                 # The crash was this job's (jobs run in order); the others are innocent.
                 fail(job, exc)
                 decode.restart()
-                pending = [(j, decode.submit(j.source)) for j, _ in pending]
+                pending[:] = [(j, decode.submit(j.source)) for j, _ in pending]
                 drain()
                 continue
             except Exception as exc:
@@ -375,8 +400,15 @@ def run_batch(
                     drain()
                     continue
                 engines[prepared.sensor] = engine
+            big = prepared.packed.frame.mosaic.nbytes > BIG_MOSAIC_BYTES
+            if big:
+                write_queue.join()  # the previous image is written (and freed) before this frame runs
+                drain()
+            else:
+                top_up(PREFETCH)  # decode ahead while this frame runs
             try:
-                image = infer(prepared, engine, tile=tile, bits=job.plan.bits)
+                reserve = held_besides(prepared, job.plan.bits, len(pending), writing=not big)
+                image = infer(prepared, engine, tile=tile, bits=job.plan.bits, reserve=reserve)
             except SeedarkError as exc:
                 fail(job, exc)
                 drain()

@@ -94,28 +94,40 @@ class Engine:
         sample = 4 if bits is None else bits // 8
         return (4 * c if held_input else 0) + sample * 3 * b * b + 2 * b * b
 
-    def tile_budget(self, height: int, width: int, bits: int | None = None, held_input: bool = True) -> float:
-        """Bytes ``--tile auto`` lets one tile's activations take for an ``height x width`` frame."""
+    def tile_budget(
+        self, height: int, width: int, bits: int | None = None, held_input: bool = True, reserve: int = 0
+    ) -> float:
+        """Bytes ``--tile auto`` lets one tile's activations take for an ``height x width`` frame.
+
+        ``reserve``: host memory the caller holds besides this frame (``batch``: the
+        frames decoded ahead and the image being written), left free on the CPU.
+        """
         budget = available_memory(self.device) * AUTO_MEMORY_SHARE
         if self.device.type == "cpu":
             # Everything lives in RAM: keep the whole process, frame and model included, under the target.
             per_pixel = self.frame_bytes_per_pixel(bits, held_input)
-            held = PROCESS_BYTES + self.backend.model_bytes + height * width * per_pixel
+            held = PROCESS_BYTES + self.backend.model_bytes + height * width * per_pixel + reserve
             budget = min(budget, max(AUTO_PEAK_TARGET - held, AUTO_MIN_BUDGET))
         return budget
 
     def plan(
-        self, height: int, width: int, tile: int | None = None, bits: int | None = None, held_input: bool = True
+        self,
+        height: int,
+        width: int,
+        tile: int | None = None,
+        bits: int | None = None,
+        held_input: bool = True,
+        reserve: int = 0,
     ) -> TilePlan:
         """Tiles for a packed ``height x width`` frame: None = auto, 0 = whole frame, N = core side.
 
         What ``auto`` counts in the memory it plans for: ``bits``, the output's samples (None:
-        float32), and ``held_input``, whether the float32 packed input is held whole (an array)
-        or packed per tile (a :class:`PackedFrame`).
+        float32), ``held_input``, whether the float32 packed input is held whole (an array)
+        or packed per tile (a :class:`PackedFrame`), and ``reserve`` (see :meth:`tile_budget`).
         """
         if tile is not None:
             return plan_tiles_fixed(height, width, tile)
-        budget = self.tile_budget(height, width, bits, held_input)
+        budget = self.tile_budget(height, width, bits, held_input, reserve)
         return plan_for_budget(height, width, budget, self.bytes_per_pixel)
 
     def _backend_for(self, height: int, width: int) -> Backend:
@@ -130,6 +142,7 @@ class Engine:
         tile: int | None = None,
         progress: ProgressFn | None = None,
         bits: int | None = None,
+        reserve: int = 0,
     ) -> np.ndarray:
         """Network output for an amplified H x W x C packed array: (bH) x (bW) x 3.
 
@@ -140,14 +153,14 @@ class Engine:
         samples quantised tile by tile exactly as ``seedark.output.quantise`` would
         quantise the float output (a 60 MP frame then holds 180 or 360 MB of output
         instead of 720 MB). ``tile``: None = auto, 0 = whole frame, N = core side in
-        packed pixels.
+        packed pixels. ``reserve``: bytes held elsewhere that ``auto`` leaves free.
         """
         if packed.ndim != 3 or packed.shape[2] != self.spec.in_channels:
             raise ValueError(f"expected H x W x {self.spec.in_channels} input, got {packed.shape}")
         dtype = np.float32 if bits is None else sample_dtype(bits)
         h, w, _ = packed.shape
         b = self.spec.block
-        plan = self.plan(h, w, tile, bits, held_input=not isinstance(packed, PackedFrame))
+        plan = self.plan(h, w, tile, bits, held_input=not isinstance(packed, PackedFrame), reserve=reserve)
         backend = self._backend_for(h, w)
         log.debug(
             "%s: %d tile(s) of %dx%d packed px for a %dx%d frame (%.0f%% extra work for the overlaps)",

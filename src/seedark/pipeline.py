@@ -94,17 +94,19 @@ def infer(
     tile: str | int | None = "auto",
     progress: ProgressFn | None = None,
     bits: int | None = None,
+    reserve: int = 0,
 ) -> np.ndarray:
     """Network output for a prepared frame, cropped and oriented: H x W x 3 in [0, 1].
 
     float32 by default; with ``bits`` (8 or 16), the samples a file of that depth
     holds, quantised tile by tile, so the float image never exists in full. The
-    result is a view (orientation is applied by strides, not copied).
+    result is a view (orientation is applied by strides, not copied). ``reserve``:
+    bytes the caller holds elsewhere, which ``--tile auto`` leaves free.
     """
     _check_fit(engine, prepared.sensor, prepared.path)
     if prepared.auto_ratio:
         log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
-    image = engine.run(prepared.packed, tile=parse_tile(tile), progress=progress, bits=bits)
+    image = engine.run(prepared.packed, tile=parse_tile(tile), progress=progress, bits=bits, reserve=reserve)
     image = image[: prepared.height, : prepared.width]  # odd Bayer sizes were extended by one row/column
     return apply_orientation(image, prepared.flip)
 
