@@ -242,3 +242,17 @@ def test_auto_tiles_leave_room_for_what_the_batch_holds(
         assert seen == [0, 0, 0]  # nothing decoded ahead, no image being written meanwhile
     else:
         assert seen == [mosaic + image, mosaic + image, image]
+
+
+def test_heap_is_trimmed_only_after_large_images(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(2):
+        shot(tmp_path / "in" / f"t{i}.dng", rng)
+    calls: list[int] = []
+    monkeypatch.setattr(batch_module, "release_heap", lambda: calls.append(1))
+    run_batch([tmp_path / "in"], tmp_path / "small", weights=WEIGHTS)
+    assert calls == []  # a full collection costs ~0.1 s: not worth it after small images
+    monkeypatch.setattr(batch_module, "TRIM_AFTER_BYTES", 0)
+    report = run_batch([tmp_path / "in"], tmp_path / "large", weights=WEIGHTS)
+    assert len(report.converted) == 2 and calls == [1, 1]
