@@ -1,8 +1,8 @@
 """A real HTTP server on 127.0.0.1 for download tests, with per-path fault injection.
 
 Each path is a :class:`Route`: the bytes to serve plus the faults to inject
-(dropped connections, error statuses, HTML pages, stalls, wrong bytes, Range
-support on or off). Every request is logged on its route so tests can assert
+(dropped connections, error statuses, HTML pages, stalls, requests held until the
+test releases them, wrong bytes, Range support on or off). Every request is logged on its route so tests can assert
 what the client did (e.g. that a second process did not download again).
 """
 
@@ -53,6 +53,10 @@ class Route:
     wrong_times: int = -1  # ...for the first N requests
     stall: float = 0.0  # sleep this long before answering...
     stall_times: int = 0  # ...the first N requests
+    hold: threading.Event | None = None  # answer only once this is set (or after hold_limit s)...
+    hold_times: int = 0  # ...for the first N requests (-1: every request)
+    hold_limit: float = 120.0  # a test that never releases must not hang a server thread forever
+    held: threading.Event = field(default_factory=threading.Event)  # set when a request starts waiting on hold
     require_query: tuple[str, ...] = ()  # 400 unless the query string has these parameters
     hits: list[Hit] = field(default_factory=list)
 
@@ -102,6 +106,9 @@ class FaultyServer:
         return self
 
     def stop(self) -> None:
+        for route in self.routes.values():  # let held requests finish
+            if route.hold is not None:
+                route.hold.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -139,6 +146,9 @@ class FaultyServer:
             route.hits.append(hit)
         if route.stall and n < route.stall_times:
             time.sleep(route.stall)
+        if route.hold is not None and route._active(route.hold_times, n):
+            route.held.set()
+            route.hold.wait(route.hold_limit)
         query = parse_qs(parts.query)
         if any(k not in query for k in route.require_query):
             hit.status = 400

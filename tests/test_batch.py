@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +17,23 @@ from PIL import Image
 
 import seedark.batch as batch_module
 from batchhelpers import crashing_decoder, exiting_decoder
+from pngread import decode_png
 from rawgen import write_dng
 from seedark.batch import BatchEvent, plan_jobs, run_batch
 from seedark.cli import main
 from seedark.errors import UsageError
+from seedark.pipeline import enhance_file, load_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Converted engines go to a cache of this module's own (the commands run inherit it), not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEEDARK_HOME", str(tmp_path_factory.mktemp("home")))
+        yield
 
 
 def shot(path: Path, rng: np.random.Generator, size: tuple[int, int] = (40, 56), **kw: object) -> Path:
@@ -67,8 +79,31 @@ def test_done_when_five_good_two_bad_then_resume(
     assert code == 1
     assert "converted 0, skipped 5, failed 2" in err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert_same_as_single_files(night, out, tmp_path / "single", ratio="auto")
     code, _, err = run_cli(capsys, "batch", night, "-o", out, "--weights", WEIGHTS, "--overwrite", "--ratio", "20")
+    assert_same_as_single_files(night, out, tmp_path / "single20", ratio=20)
     assert "converted 5, skipped 0, failed 2" in err and "ratio x20.0" in err
+
+
+def assert_same_as_single_files(folder: Path, out: Path, single: Path, ratio: float | str) -> None:
+    """Every batch output holds exactly what ``enhance_file`` writes for the same input.
+
+    Same engine, precision and ratio: the decoder process, the writer thread and the
+    batch's tile budget must not change a single bit of the result.
+    """
+    engine = load_engine(WEIGHTS)  # the command's defaults: same device, precision and backend
+    single.mkdir()
+    for i in range(1, 6):
+        source = next(folder.glob(f"DSC000{i}.*"))
+        expected = enhance_file(source, single / f"DSC000{i}.png", ratio=ratio, engine=engine)
+        got = out / f"DSC000{i}.png"
+        chunks, pixels = decode_png(got)  # complete and valid, every CRC checked
+        want_chunks, want_pixels = decode_png(expected)
+        assert chunks[b"IHDR"] == want_chunks[b"IHDR"] and chunks[b"eXIf"] == want_chunks[b"eXIf"], source
+        assert pixels.shape == ((56, 40, 3) if i == 3 else (40, 56, 3))  # DSC0003 is turned upright
+        assert len(np.unique(pixels)) > 20, "a real image, not a constant"
+        np.testing.assert_array_equal(pixels, want_pixels, err_msg=str(source))
+        assert got.read_bytes() == expected.read_bytes(), source
 
 
 def test_exit_zero_when_nothing_fails(
@@ -184,28 +219,73 @@ def test_nothing_to_do(tmp_path: Path) -> None:
         run_batch([tmp_path], weights=WEIGHTS)
 
 
+def nearly_full_pipe() -> tuple[int, int]:
+    """A pipe with room for one page (4 KiB) more: a writer then waits until it is read.
+
+    Linux keeps a pipe's data in pages: a write of up to 4 KiB goes whole into the last
+    page if it fits there, else into a free page, else it waits. So once this page is
+    full, the next line that does not fit in what is left of it waits.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"\0" * 4096)
+    os.set_blocking(write_end, True)
+    assert len(os.read(read_end, 4096)) == 4096  # one page free again
+    return read_end, write_end
+
+
 def test_ctrl_c_on_the_real_command(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Ctrl-C at a point set by the test, not by the clock.
+
+    The command's stderr is a pipe with 4 KiB of room, and the output folder's name is so
+    long that two progress lines ("[1/6] converted n0.dng -> <folder>/n0.png ...") do not
+    fit in it. So the batch stops at its second progress line at the latest: with at most
+    four files published (two more were on their way), it cannot finish the six. Once an
+    output exists, the test sends SIGINT, and only then reads stderr.
+    """
     src = tmp_path / "in"
-    for i in range(40):
-        shot(src / f"n{i:02d}.dng", rng, size=(200, 300))
-    out = tmp_path / "out"
+    for i in range(6):
+        shot(src / f"n{i}.dng", rng)
+    out = tmp_path.joinpath(*["o" * 250] * 9)
+    assert 2100 < len(str(out)) < 3500  # one progress line: over half of 4 KiB, and written whole
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "seedark", "batch", str(src), "-o", str(out), "--weights", str(WEIGHTS)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (out.exists() and any(out.glob("*.png"))):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err, err
-    done = sorted(out.iterdir())
-    assert 0 < len(done) < 40, (done, err)
-    assert all(p.suffix == ".png" and not p.name.startswith(".") for p in done), (done, err)
-    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    read_end, write_end = nearly_full_pipe()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=write_end, env=env, start_new_session=True)
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as stderr:
+        try:
+            deadline = time.monotonic() + 300  # only a guard against hanging: the wait is for a file
+            while not (out.is_dir() and any(out.glob("*.png"))):
+                assert proc.poll() is None, "the batch ended before it could be interrupted"
+                assert time.monotonic() < deadline, "no output appeared (4 KiB written to stderr before it?)"
+                time.sleep(0.02)
+            os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        err = stderr.read().lstrip(b"\0").decode()
+    assert proc.wait(timeout=120) == 130, err
+    names = sorted(p.name for p in out.iterdir())
+    done = len(names)
+    # The files done are complete and published under their final names, the others absent:
+    # no hidden temporary (.part) file, no partial image.
+    assert 1 <= done < 6 and names == [f"n{i}.png" for i in range(done)], (names, err)
+    for name in names:
+        assert decode_png(out / name)[1].shape == (40, 56, 3)
+    assert f"seedark: converted {done}, skipped 0, failed 0 (interrupted" in err, err
+    stamps = {name: (out / name).stat().st_mtime_ns for name in names}
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"skipped {len(done)}" in rerun.stderr, (done, err, rerun.stderr)
-    assert len(list(out.glob("*.png"))) == 40
+    assert f"seedark: converted {6 - done}, skipped {done}, failed 0" in rerun.stderr, (names, err, rerun.stderr)
+    assert sorted(p.name for p in out.iterdir()) == [f"n{i}.png" for i in range(6)]
+    assert {name: (out / name).stat().st_mtime_ns for name in names} == stamps  # the done ones were left alone
+    for i in range(done, 6):
+        assert decode_png(out / f"n{i}.png")[1].shape == (40, 56, 3)
 
 
 def test_output_folder_that_is_a_file(

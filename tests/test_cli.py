@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +18,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+import seedark
+from httpserver import FaultyServer, block_internet, clean_environment
+from pngread import decode_png
 from rawgen import write_dng
+from seedark import registry
 from seedark.cli import main
 from seedark.network import NetworkSpec
-from seedark.weights import random_weights
+from seedark.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
+from seedark.weights import load_safetensors, load_weights, random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "tf_sony_w4"
@@ -39,6 +48,26 @@ def files(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
+def library_image(raw: Path, ratio: float, bits: int) -> np.ndarray:
+    """What the library's enhance() gives for the same options (on the CPU, like the CLI calls compared
+    with it), quantised by the documented rule floor(x * maxval + 0.5) (written out here, not seedark's)."""
+    image = seedark.enhance(raw, ratio=ratio, weights=FIXTURE, device="cpu", precision="fp32")
+    maxval = np.float32(2**bits - 1)
+    q = np.floor(np.clip(image, 0, 1) * maxval + np.float32(0.5))
+    return q.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The pixels of a written file, read by a decoder that is not seedark's."""
+    if path.suffix == ".png":
+        return decode_png(path)[1]
+    if path.suffix in (".tif", ".tiff"):
+        return tifffile.imread(path)
+    with Image.open(path) as im:
+        assert im.format == "JPEG"
+        return np.asarray(im.convert("RGB"))
+
+
 def test_done_when_command(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_path = shot.parent / "out.tiff"
     code, out, err = run(
@@ -55,6 +84,8 @@ def test_done_when_command(shot: Path, capsys: pytest.CaptureFixture[str]) -> No
         "16",
         "--precision",
         "fp32",
+        "--device",
+        "cpu",
     )
     assert code == 0, err
     assert out.strip() == str(out_path)
@@ -62,31 +93,42 @@ def test_done_when_command(shot: Path, capsys: pytest.CaptureFixture[str]) -> No
     img = tifffile.imread(out_path)
     assert img.dtype == np.uint16 and img.shape == (67, 45, 3)  # rotated 90°
     assert len(np.unique(img)) > 256, "16-bit output must use more than 256 levels"
+    np.testing.assert_array_equal(img, library_image(shot, 100, 16))
 
 
 def test_default_output_is_next_to_the_input(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE)
+    code, out, _ = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--device", "cpu")
     assert code == 0
     assert Path(out.strip()) == shot.with_suffix(".png")
     with Image.open(shot.with_suffix(".png")) as im:
         assert im.size == (45, 67) and im.mode == "RGB"
         assert im.info.get("icc_profile")
         assert im.getexif().get(0x010F) == "Sony"  # Make
+    chunks, pixels = decode_png(shot.with_suffix(".png"))
+    assert chunks[b"IHDR"][0][8] == 8  # PNG's default depth
+    np.testing.assert_array_equal(pixels, library_image(shot, 50, 8))
 
 
 @pytest.mark.parametrize(
-    ("fmt", "bits", "suffix"), [("jpeg", "8", ".jpg"), ("tiff", "8", ".tif"), ("png", "16", ".png")]
+    ("fmt", "bits", "suffix"),
+    [("jpeg", "8", ".jpg"), ("tiff", "8", ".tif"), ("png", "16", ".png"), ("tiff", None, ".tif")],
 )
 def test_output_folder_and_format(
-    shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, bits: str, suffix: str
+    shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str, bits: str | None, suffix: str
 ) -> None:
     outdir = tmp_path / "out"
     outdir.mkdir()
-    code, out, err = run(
-        capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "-o", outdir, "--format", fmt, "--bits", bits
-    )
+    args = ["enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--device", "cpu", "-o", outdir, "--format", fmt]
+    code, out, err = run(capsys, *args, *(["--bits", bits] if bits else []))
     assert code == 0, err
     assert Path(out.strip()) == outdir / f"night{suffix}"
+    got = read_image(outdir / f"night{suffix}")
+    want = library_image(shot, 50, int(bits) if bits else 16)  # docs/usage.md: TIFF defaults to 16 bits
+    assert got.dtype == want.dtype and got.shape == want.shape == (67, 45, 3)
+    if fmt == "jpeg":  # quality 95, 4:4:4 (measured: mean 2.3 levels on the random-weight network's output)
+        assert np.abs(got.astype(np.float64) - want).mean() < 3.5
+    else:
+        np.testing.assert_array_equal(got, want)
 
 
 def test_overwrite(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -247,3 +289,135 @@ def test_engine_choice(shot: Path, capsys: pytest.CaptureFixture[str], monkeypat
     monkeypatch.setenv("SEEDARK_ENGINE", "nonsense")
     code, _, err = run(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE, "--overwrite")
     assert code == 2 and "--engine" in err
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.fixture
+def served_model(server: FaultyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelRecord]:
+    """tests/data/tf_sony_w4 published on the local server as the registry model "fixture"; cache in tmp."""
+    clean_environment(monkeypatch, tmp_path / "home")
+    block_internet(monkeypatch)
+    index = (FIXTURE / INDEX_NAME).read_bytes()
+    data = (FIXTURE / DATA_NAME).read_bytes()
+    server.add(f"/fixture/{INDEX_NAME}", index)
+    server.add(f"/fixture/{DATA_NAME}", data)
+    record = ModelRecord(
+        name="fixture",
+        description="tf_sony_w4 served locally",
+        licence="MIT",
+        packing="bayer",
+        sensor="test",
+        files=(
+            SourceFile(
+                INDEX_NAME, (server.url(f"/fixture/{INDEX_NAME}"),), hashlib.sha256(index).hexdigest(), len(index)
+            ),
+            SourceFile(DATA_NAME, (server.url(f"/fixture/{DATA_NAME}"),), None, len(data)),
+        ),
+        homepage="http://127.0.0.1/",
+    )
+    registry.register(record)
+    yield record
+    registry.unregister(record.name)
+
+
+def list_rows(out: str) -> dict[str, list[str]]:
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:4] == ["name", "cached", "size", "path"]
+    return {line.split()[0]: line.split() for line in lines[1:]}
+
+
+def test_models_path_list_download_and_remove(
+    served_model: ModelRecord, server: FaultyServer, shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    weights_file = home / "models" / "fixture" / "model.safetensors"
+    code, out, _ = run(capsys, "models", "path")
+    assert code == 0 and out.strip() == str(home / "models")
+
+    code, out, _ = run(capsys, "models", "list")
+    rows = list_rows(out)
+    assert code == 0 and {"sony", "fuji", "fixture"} <= set(rows)
+    assert rows["fixture"][1:5] == ["no", "-", "not", "cached"] and not (home / "models" / "fixture").exists()
+
+    code, out, err = run(capsys, "models", "download", "fixture")
+    assert code == 0, err
+    assert out.strip() == str(weights_file)
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and p.suffix != ".lock") == [
+        "models/fixture/model.safetensors",
+        "models/fixture/provenance.json",
+    ]
+    want = load_weights(FIXTURE).state
+    got = load_safetensors(weights_file).state
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    data_route = server.routes[f"/fixture/{DATA_NAME}"]
+    assert data_route.full_downloads() == 1
+
+    code, out, _ = run(capsys, "models", "download", "fixture")  # cached: nothing fetched
+    assert code == 0 and out.strip() == str(weights_file) and data_route.full_downloads() == 1
+    code, out, _ = run(capsys, "models", "download", "fixture", "--force")
+    assert code == 0 and out.strip() == str(weights_file) and data_route.full_downloads() == 2
+    assert load_safetensors(weights_file).state.keys() == want.keys()
+
+    code, out, _ = run(capsys, "models", "list")
+    row = list_rows(out)["fixture"]
+    assert row[1] == "yes" and row[3] == str(weights_file)
+    assert row[2] == f"{weights_file.stat().st_size / 1000:.1f}kB"
+
+    # the downloaded model enhances exactly as the checkpoint it came from
+    code, out, err = run(
+        capsys, "enhance", shot, "--ratio", "50", "--model", "fixture", "--device", "cpu", "-o", tmp_path / "m.png"
+    )
+    assert code == 0, err
+    np.testing.assert_array_equal(decode_png(tmp_path / "m.png")[1], library_image(shot, 50, 8))
+
+    code, out, _ = run(capsys, "models", "remove", "fixture")
+    assert code == 0 and out.strip() == "removed fixture"
+    assert not (home / "models" / "fixture").exists()
+    code, out, _ = run(capsys, "models", "list")
+    assert list_rows(out)["fixture"][1] == "no"
+    code, out, err = run(capsys, "models", "remove", "fixture")
+    assert code == 1 and out == "" and err.strip() == "seedark: error: model 'fixture' is not cached"
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def _default_sigint() -> None:
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow  # a real process that imports torch (~3-6 s on 2 cores)
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path, rng: np.random.Generator) -> None:
+    raw = write_dng(tmp_path / "big.dng", rng.integers(500, 900, size=(1000, 1500), dtype=np.uint16))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDARK_")}
+    env.update(PYTHONPATH=str(ROOT / "src"), SEEDARK_HOME=str(tmp_path / "home"))
+    cmd = [sys.executable, "-m", "seedark", "-v", "enhance", str(raw), "--ratio", "50", "--weights", str(FIXTURE)]
+    cmd += ["--tile", "0", "--engine", "pytorch", "--precision", "fp32"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        # -v logs the tile plan just before the network starts on the whole 500x750 frame (seconds of work)
+        for line in proc.stderr:
+            seen.append(line)
+            if "tile(s) of" in line:
+                break
+        assert proc.poll() is None, "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, "".join(seen) + err
+    assert out == ""
+    assert err.strip().splitlines()[-1] == "seedark: interrupted; no partial output was left behind"
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == ["big.dng"]  # no .png, no .part

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,11 +154,23 @@ def test_stale_corrupt_partial_is_not_resumed_forever(server: FaultyServer, tmp_
     assert [h.status for h in route.hits] == [206, 200]  # resumed, failed sha256, fetched fresh
 
 
-def test_timeout_is_retried(server: FaultyServer, tmp_path: Path) -> None:
-    route = server.add("/f.bin", DATA, stall=1.0, stall_times=1)
-    fetch([server.url("/f.bin")], tmp_path / "f.bin", size=len(DATA), timeout=0.2)
+def test_timeout_is_retried(server: FaultyServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The first request gets no answer at all until the test releases it, which it does only
+    # after fetch() has returned: the download can only succeed by timing out and asking again.
+    # Later requests are answered at once; retries are plentiful so that a busy machine
+    # (where even those may take longer than the small timeout) still cannot exhaust them.
+    release = threading.Event()
+    route = server.add("/f.bin", DATA, hold=release, hold_times=1)
+    caplog.set_level(logging.INFO, logger="seedark")
+    try:
+        fetch([server.url("/f.bin")], tmp_path / "f.bin", size=len(DATA), sha256=sha(DATA), timeout=0.2, retries=20)
+        first = route.hits[0]
+        assert first.status == 0 and first.sent == 0, "the first request was never answered"
+    finally:
+        release.set()
     assert (tmp_path / "f.bin").read_bytes() == DATA
-    assert len(route.hits) == 2
+    assert len(route.hits) >= 2 and route.hits[-1].complete
+    assert "timed out waiting for the server" in caplog.text
 
 
 # --------------------------------------------------------------------------- HTTP errors

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,17 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
 from rawgen import write_dng
 from seedark import exif as exif_module
 from seedark.exif import CameraMetadata, build_exif, exif_ifd, read_camera_metadata
+from seedark.output import write_image
+from seedark.pipeline import enhance_file
+from seedark.raw import read_raw
 from seedark.tiffio import Ifd, layout_tiff
+
+WEIGHTS = Path(__file__).resolve().parent / "data" / "tf_sony_w4"
 
 FULL = CameraMetadata(
     make="Sony",
@@ -316,11 +321,30 @@ def test_hostile_inputs_never_raise(tmp_path: Path, name: str) -> None:
     assert isinstance(_parse(_write(tmp_path / "x.raw", HOSTILE[name])), CameraMetadata)
 
 
+class _CountingFile(io.BytesIO):
+    """A file that counts the reads made of it, and refuses to go on past ``limit`` of them."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self.reads = 0
+        self.limit = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        if self.reads > self.limit:
+            raise RuntimeError(f"more than {self.limit} reads of a {len(self.getbuffer())}-byte file")
+        return super().read(size)
+
+
 def test_ifd_loops_terminate(tmp_path: Path) -> None:
-    start = time.perf_counter()
-    meta = _parse(_write(tmp_path / "loop.tif", _loop_tiff()))
+    data = _loop_tiff()
+    _parse(_write(tmp_path / "loop.tif", data))  # through the public reader too
+    fh = _CountingFile(data, limit=1000)
+    meta = exif_module._read_metadata(fh, len(data))
     assert meta.make == "ABC"
-    assert time.perf_counter() - start < 1
+    # Bounded work, not time: the file head, the TIFF header, IFD0's offset, then IFD0 read once
+    # (its entry count, entries and next-IFD pointer). A loop followed round again costs 3 per IFD.
+    assert fh.reads <= 7, fh.reads
 
 
 def test_random_bytes(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -361,3 +385,128 @@ def test_pillow_agrees_on_a_written_jpeg(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(buf, format="JPEG", exif=b"Exif\x00\x00" + build_exif(FULL, "s"))
     path = _write(tmp_path / "p.jpg", buf.getvalue())
     assert read_camera_metadata(path) == FULL
+
+
+# --------------------------------------------------------------------------- independent writers and readers
+
+# What a camera recorded, as literal values: written by Pillow or tifffile, read by seedark.
+CANON = CameraMetadata(
+    make="Canon",
+    model="Canon EOS 6D",
+    lens_model="EF50mm f/1.8 STM",
+    exposure_time=0.004,  # 1/250 s
+    f_number=2.8,
+    iso=6400,
+    focal_length=50.0,
+    datetime_original="2021:06:07 22:33:44",
+)
+
+
+def _pillow_camera_exif(endian: str) -> Image.Exif:
+    """The shot's EXIF as Pillow builds it: IFD0 and an Exif sub-IFD."""
+    exif = Image.Exif()
+    exif.endian = endian
+    exif[271] = "Canon"
+    exif[272] = "Canon EOS 6D"
+    exif[274] = 6
+    exif[306] = "2020:01:02 03:04:05"  # DateTime (file changed); DateTimeOriginal must win
+    sub = exif.get_ifd(0x8769)
+    sub[33434] = IFDRational(1, 250)
+    sub[33437] = IFDRational(28, 10)
+    sub[34855] = 6400
+    sub[36867] = "2021:06:07 22:33:44"
+    sub[37386] = IFDRational(50, 1)
+    sub[42036] = "EF50mm f/1.8 STM"
+    return exif
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_reads_exif_written_by_pillow(tmp_path: Path, fmt: str, endian: str) -> None:
+    path = tmp_path / f"shot.{fmt.lower()}"
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(path, format=fmt, exif=_pillow_camera_exif(endian).tobytes())
+    if fmt == "JPEG":
+        order = path.read_bytes().split(b"Exif\x00\x00", 1)[1][:2]
+        assert order == (b"II" if endian == "<" else b"MM")  # the byte order asked for was written
+    assert read_camera_metadata(path) == CANON
+
+
+def _tifffile_dng(path: Path, mosaic: np.ndarray, byteorder: str) -> Path:
+    """A CFA DNG written by tifffile, camera tags in IFD0 as some DNG writers do (not rawgen.py)."""
+    matrix = (0.5838, -0.1430, -0.0246, -0.3497, 1.1477, 0.2297, -0.0748, 0.1885, 0.5778)
+    tags = [
+        (271, "s", 0, "Canon", True),
+        (272, "s", 0, "Canon EOS 6D", True),
+        (274, "H", 1, 6, True),  # rotate 90 degrees clockwise to view
+        (33421, "H", 2, (2, 2), True),  # CFARepeatPatternDim
+        (33422, "B", 4, (0, 1, 1, 2), True),  # CFAPattern: RGGB
+        (33434, "2I", 1, (1, 250), True),  # ExposureTime
+        (33437, "2I", 1, (28, 10), True),  # FNumber
+        (34855, "H", 1, 6400, True),  # ISOSpeedRatings
+        (36867, "s", 0, "2021:06:07 22:33:44", True),  # DateTimeOriginal
+        (37386, "2I", 1, (50, 1), True),  # FocalLength
+        (42036, "s", 0, "EF50mm f/1.8 STM", True),  # LensModel
+        (50706, "B", 4, (1, 4, 0, 0), True),  # DNGVersion
+        (50708, "s", 0, "Canon EOS 6D", True),  # UniqueCameraModel
+        (50714, "H", 1, 512, True),  # BlackLevel
+        (50717, "H", 1, 16383, True),  # WhiteLevel
+        (50721, "2i", 9, tuple(v for m in matrix for v in (round(m * 10000), 10000)), True),  # ColorMatrix1
+        (50728, "2I", 3, (1, 2, 1, 1, 1, 2), True),  # AsShotNeutral
+        (50778, "H", 1, 21, True),  # CalibrationIlluminant1: D65
+    ]
+    tifffile.imwrite(path, mosaic, photometric=32803, subfiletype=0, byteorder=byteorder, extratags=tags)
+    return path
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_a_dng_written_by_tifffile_reads_through_read_raw(
+    tmp_path: Path, rng: np.random.Generator, byteorder: str
+) -> None:
+    mosaic = rng.integers(520, 700, size=(40, 56), dtype=np.uint16)
+    path = _tifffile_dng(tmp_path / "t.dng", mosaic, byteorder)
+    assert read_camera_metadata(path) == CANON
+    frame = read_raw(path)
+    assert frame.camera == CANON
+    assert frame.flip == 6 and frame.white_level == 16383 and frame.black_levels.tolist() == [[512, 512]] * 2
+    np.testing.assert_array_equal(frame.mosaic, mosaic)
+
+
+def test_enhance_carries_the_shot_exif_from_an_independent_dng_to_pillow(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """tifffile writes the camera's tags, seedark reads and re-writes them, Pillow reads them back."""
+    src = _tifffile_dng(tmp_path / "t.dng", rng.integers(520, 700, size=(40, 56), dtype=np.uint16), "<")
+    out = enhance_file(src, tmp_path / "t.png", weights=WEIGHTS, ratio=50)
+    with Image.open(out) as im:
+        assert im.size == (40, 56)  # turned upright as Orientation 6 says...
+        ifd0 = im.getexif()
+        exif = ifd0.get_ifd(0x8769)
+    assert ifd0[274] == 1  # ...so the output says "upright"
+    assert ifd0[271] == "Canon" and ifd0[272] == "Canon EOS 6D"
+    assert ifd0[305].startswith("seedark ")
+    assert ifd0[306] == "2021:06:07 22:33:44"
+    assert (exif[33434].numerator, exif[33434].denominator) == (1, 250)
+    assert float(exif[33437]) == 2.8 and exif[34855] == 6400 and float(exif[37386]) == 50.0
+    assert exif[36867] == "2021:06:07 22:33:44" and exif[42036] == "EF50mm f/1.8 STM"
+    assert exif[40961] == 1  # sRGB
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("png", ".png"), ("tiff", ".tif"), ("jpeg", ".jpg")])
+def test_pillow_reads_the_exif_seedark_writes_into_outputs(tmp_path: Path, fmt: str, ext: str) -> None:
+    path = write_image(
+        tmp_path / f"out{ext}",
+        np.full((6, 9, 3), 0.5, np.float32),
+        fmt=fmt,
+        bits=8,
+        metadata=CANON,
+        software="seedark 9.9",
+    )
+    with Image.open(path) as im:
+        ifd0 = im.getexif()
+        exif = ifd0.get_ifd(0x8769)
+    assert (ifd0[271], ifd0[272], ifd0[274], ifd0[305]) == ("Canon", "Canon EOS 6D", 1, "seedark 9.9")
+    assert ifd0[306] == "2021:06:07 22:33:44"
+    assert (exif[33434].numerator, exif[33434].denominator) == (1, 250)
+    assert (exif[33437].numerator / exif[33437].denominator, exif[34855]) == (2.8, 6400)
+    assert (exif[37386].numerator / exif[37386].denominator) == 50.0
+    assert (exif[36867], exif[42036], exif[40961]) == ("2021:06:07 22:33:44", "EF50mm f/1.8 STM", 1)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import struct
+import subprocess
+import sys
+import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -499,33 +504,95 @@ def test_target_is_a_folder(tmp_path: Path, image: np.ndarray) -> None:
         _write(tmp_path, image, "png", 8, overwrite=True)
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_folder(tmp_path: Path, image: np.ndarray) -> None:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(OutputError, match="not writable") as info:
-            write_image(folder / "out.png", image, fmt="png", bits=8, metadata=None, software="")
-        assert info.value.path == folder / "out.png"
-    finally:
-        folder.chmod(0o700)
+NOBODY = 65534
+
+# Runs as root, imports what it needs, then gives up root for uid/gid 65534 (the
+# interpreter itself may live where that user cannot go, so it cannot be started as it).
+# argv: "uid" (real and effective ids dropped) or "euid" (only the effective ones: the
+# real uid stays root, so os.access() says yes and only open() finds out), then the
+# folder seedark must refuse to write into and one the user owns.
+AS_NOBODY = r"""
+import json, os, sys
+import numpy as np
+import seedark.cli, seedark.pipeline  # everything the command needs, imported while still root
+from seedark.errors import OutputError
+from seedark.output import write_image
+
+how, denied, allowed = sys.argv[1], sys.argv[2], sys.argv[3]
+os.setgroups([])
+if how == "uid":
+    os.setgid(65534)
+    os.setuid(65534)
+else:
+    os.setegid(65534)
+    os.seteuid(65534)
+report = {"ids": [os.getuid(), os.geteuid()], "access": os.access(denied, os.W_OK)}
+image = np.full((5, 7, 3), 0.25, np.float32)
+try:
+    write_image(os.path.join(denied, "out.png"), image, fmt="png", bits=8, metadata=None, software="t")
+except OutputError as exc:
+    report["error"], report["path"] = exc.reason, str(exc.path)
+ok = write_image(os.path.join(allowed, "ok.png"), image, fmt="png", bits=8, metadata=None, software="t")
+report["written"] = str(ok)
+print(json.dumps(report), flush=True)
+if how == "uid":  # the whole command, as that user: one error line, exit status 1
+    seedark.cli.main(["enhance", sys.argv[4], "-o", os.path.join(denied, "cli.png"), "--weights", sys.argv[5]])
+"""
 
 
-def test_unwritable_folder_simulated(tmp_path: Path, image: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Root ignores permission bits, so also simulate what open() says to a normal user.
-    real_open = os.open
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder under /tmp that uid 65534 can reach (pytest's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="seedark-perm-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
 
-    def denied(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
-        if str(path).endswith(".part"):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real_open(path, flags, mode, **kw)
 
-    monkeypatch.setattr(os, "open", denied)
-    with pytest.raises(OutputError, match="folder is not writable") as info:
-        _write(tmp_path, image, "png", 8)
-    assert info.value.path == tmp_path / "out.png"
-    assert os.listdir(tmp_path) == []
+@pytest.mark.parametrize("how", ["uid", "euid"])
+def test_unwritable_folder(image: np.ndarray, shared_dir: Path, how: str) -> None:
+    denied = shared_dir / "ro"
+    denied.mkdir()
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        if how == "euid":
+            pytest.skip("a process with a different effective uid needs root to start")
+        denied.chmod(0o555)  # as a normal user, the permission bits are enough
+        try:
+            with pytest.raises(OutputError, match="not writable") as info:
+                write_image(denied / "out.png", image, fmt="png", bits=8, metadata=None, software="")
+            assert info.value.path == denied / "out.png" and os.listdir(denied) == []
+        finally:
+            denied.chmod(0o755)
+        return
+    denied.chmod(0o755)  # root's, and others may not write: uid 65534 cannot
+    allowed = shared_dir / "mine"
+    allowed.mkdir()
+    os.chown(allowed, NOBODY, NOBODY)
+    raw = write_dng(shared_dir / "in.dng", np.random.default_rng(3).integers(520, 700, (16, 24), dtype=np.uint16))
+    raw.chmod(0o644)
+    weights = Path(__file__).resolve().parent / "data" / "tf_sony_w4"
+    cmd = [sys.executable, "-c", AS_NOBODY, how, str(denied), str(allowed), str(raw), str(weights)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HOME=str(shared_dir))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.stdout.strip(), proc.stderr
+    report = json.loads(proc.stdout.splitlines()[0])
+    assert report["ids"] == ([NOBODY, NOBODY] if how == "uid" else [0, NOBODY])
+    # "uid": os.access() already says no; "euid": it says yes (real uid root) and open() refuses.
+    assert report["access"] is (how == "euid")
+    assert report["error"] == (
+        f"cannot write: folder is not writable: {denied}" if how == "uid" else "cannot write: folder is not writable"
+    )
+    assert report["path"] == str(denied / "out.png")
+    assert os.listdir(denied) == []  # no temp file left behind
+    written = Path(report["written"])  # the same process could write where it may
+    assert written == allowed / "ok.png" and written.stat().st_uid == NOBODY
+    assert decode_png(written)[1].shape == (5, 7, 3)
+    if how == "uid":
+        assert proc.returncode == 1, proc.stderr
+        out = denied / "cli.png"
+        assert proc.stderr.strip() == f"seedark: error: {out}: cannot write: folder is not writable: {denied}"
+    else:
+        assert proc.returncode == 0, proc.stderr
 
 
 def test_new_files_follow_the_umask(tmp_path: Path, image: np.ndarray) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -544,8 +544,7 @@ def test_list_and_remove(server: FaultyServer, fixture_model: ModelRecord, ckpt:
 
 
 CHILD = r"""
-import json, logging, socket, sys, time
-from pathlib import Path
+import json, logging, socket, sys
 
 real_connect = socket.socket.connect
 def connect(self, address):
@@ -560,18 +559,42 @@ from seedark import registry, store
 spec = json.loads(sys.argv[1])
 files = tuple(registry.SourceFile(f["name"], tuple(f["urls"]), f["sha256"], f["size"]) for f in spec.pop("files"))
 registry.register(registry.ModelRecord(files=files, **spec))
-Path(sys.argv[2]).write_text("ready")
-go = Path(sys.argv[3])
-while not go.exists():
-    time.sleep(0.005)
 weights = store.load_model(spec["name"])
 print(json.dumps({"width": weights.spec.width, "sha256": store.read_provenance(spec["name"])["weights_sha256"]}))
 """
 
 
+class _StderrWatch:
+    """Reads a child's stderr as it comes; ``seen`` is set when a line contains ``text`` or the stream ends."""
+
+    def __init__(self, proc: subprocess.Popen[str], text: str) -> None:
+        self.lines: list[str] = []
+        self.text = text
+        self.found = False
+        self.seen = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.lines.append(line)
+            if self.text in line:
+                self.found = True
+                self.seen.set()
+        self.seen.set()  # end of the stream: the text will not come
+
+    def output(self) -> str:
+        self.thread.join(timeout=120)
+        return "".join(self.lines)
+
+
 def test_two_processes_download_once(server: FaultyServer, ckpt: Checkpoint, tmp_path: Path) -> None:
-    server.add(f"/fixture/{INDEX_NAME}", ckpt.index)
-    route = server.add(f"/fixture/{DATA_NAME}", ckpt.data, chunk_size=32 * 1024, chunk_delay=0.02)  # ~1 s
+    """The second process arrives while the first holds the lock (its download is held by the
+    server until the test releases it), waits, then finds the model cached. No clocks involved."""
+    release = threading.Event()
+    index_route = server.add(f"/fixture/{INDEX_NAME}", ckpt.index)
+    route = server.add(f"/fixture/{DATA_NAME}", ckpt.data, hold=release, hold_times=1)
     record = record_for(server, ckpt)
     spec = {
         "name": record.name,
@@ -583,37 +606,35 @@ def test_two_processes_download_once(server: FaultyServer, ckpt: Checkpoint, tmp
         "files": [{"name": f.name, "urls": list(f.urls), "sha256": f.sha256, "size": f.size} for f in record.files],
     }
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), SEEDARK_HOME=str(tmp_path / "home"))
-    go = tmp_path / "go"
-    procs = []
-    for i in range(2):
-        ready = tmp_path / f"ready{i}"
-        procs.append(
-            (
-                ready,
-                subprocess.Popen(
-                    [sys.executable, "-c", CHILD, json.dumps(spec), str(ready), str(go)],
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                ),
-            )
-        )
-    deadline = time.monotonic() + 60
-    while not all(r.exists() for r, _ in procs):
-        assert time.monotonic() < deadline and all(p.poll() is None for _, p in procs), "children did not start"
-        time.sleep(0.01)
-    go.write_text("go")
-    results = [p.communicate(timeout=60) for _, p in procs]
-    for (_, p), (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err
-    outputs = [json.loads(out) for out, _ in results]
-    assert outputs[0] == outputs[1] and outputs[0]["width"] == 4
-    logs = "".join(err for _, err in results)
-    assert logs.count("waiting for it") == 1  # the second process waited on the lock...
-    assert logs.count("already in the cache") == 1  # ...and then found the model cached
+    cmd = [sys.executable, "-c", CHILD, json.dumps(spec)]
+    pipes = {"env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    first = subprocess.Popen(cmd, **pipes)  # type: ignore[call-overload]
+    second: subprocess.Popen[str] | None = None
+    try:
+        # The server has the first process's data request: it holds the model's lock now.
+        assert route.held.wait(120), "the first process never asked for the data file"
+        second = subprocess.Popen(cmd, **pipes)  # type: ignore[call-overload]
+        watch = _StderrWatch(second, "waiting for it")
+        assert watch.seen.wait(120) and watch.found, watch.output()
+    except BaseException:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+        raise
+    finally:
+        release.set()  # the first download goes on and completes
+    out1, err1 = first.communicate(timeout=120)
+    assert second is not None and second.stdout is not None
+    second.wait(timeout=120)
+    out2, err2 = second.stdout.read(), watch.output()
+    assert first.returncode == 0, err1
+    assert second.returncode == 0, err2
+    assert json.loads(out1) == json.loads(out2) and json.loads(out1)["width"] == 4
+    assert "waiting for it" not in err1 and "already in the cache" not in err1
+    # the second process waited on the lock, then found the model cached and downloaded nothing
+    assert err2.index("waiting for it") < err2.index("already in the cache"), err2
     assert len(route.hits) == 1 and route.full_downloads() == 1
-    assert len(server.routes[f"/fixture/{INDEX_NAME}"].hits) == 1
+    assert len(index_route.hits) == 1
 
 
 # --------------------------------------------------------------------------- the fixture writer itself

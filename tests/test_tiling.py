@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,3 +66,81 @@ def test_parse_tile_rejects(bad: object) -> None:
 
     with pytest.raises(UsageError, match="tile"):
         parse_tile(bad)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- memory, measured
+
+# Runs in a fresh process: a width-4 network over a 1280 x 1280 Bayer frame (640 x 640
+# packed) with 8-bit output, as `enhance` runs it (a PackedFrame), while free memory is
+# reported as argv[1] bytes. Prints how far the peak RSS rose above the RSS just before
+# each run: first with --tile auto, then the whole frame at once. The peak is this
+# process's own VmHWM: ru_maxrss (RUSAGE_SELF or RUSAGE_CHILDREN) would not do, as Linux
+# carries the parent's peak over into a child across fork/exec.
+MEASURE = r"""
+import json, sys
+from pathlib import Path
+import numpy as np, torch
+import seedark.inference as inference
+from seedark.inference import Engine
+from seedark.network import NetworkSpec
+from seedark.packing import PackedFrame
+from seedark.raw import RawFrame
+from seedark.weights import random_weights
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+torch.set_num_threads(2)  # per-thread scratch memory must not depend on the machine
+engine = Engine(random_weights(NetworkSpec(width=4), seed=1), device="cpu", precision="fp32", backend="pytorch")
+inference.available_memory = lambda device: float(sys.argv[1])
+mosaic = np.random.default_rng(0).integers(520, 4000, size=(1280, 1280), dtype=np.uint16)
+def frame(m):
+    return PackedFrame(RawFrame(Path("x.dng"), m, np.array(list("RGGB")).reshape(2, 2), "bayer",
+                                np.full((2, 2), 512, np.float32), 16383, 0), 20.0)
+engine.run(frame(mosaic[:128, :128].copy()), tile=0, bits=8)  # one-off allocations happen here, not below
+result = {}
+for name, tile in (("auto", None), ("whole", 0)):  # auto first, should VmHWM not be resettable here
+    base = status("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+    except OSError:
+        pass
+    out = engine.run(frame(mosaic), tile=tile, bits=8)
+    grown = status("VmHWM") - base
+    tiles = len(engine.plan(640, 640, tile, bits=8, held_input=False).tiles)
+    result[name] = {"grown": grown, "output": out.nbytes, "tiles": tiles}
+    del out
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_auto_tiles_keep_the_measured_peak_within_the_budget() -> None:
+    """Measured, not computed from the planner's own bytes-per-pixel constant.
+
+    Free memory is reported as 64 MB; docs/tiling.md: a tile's activations may take half
+    of it, 32 MB. The whole frame would need about twice that, so auto must tile. The
+    peak RSS growth while the frame runs must stay under the 32 MB, plus the 8-bit
+    output array (4.9 MB, allocated during the run), plus an allowance of half the budget
+    (16 MB) for what the width-4 estimate leaves out: allocator slack and each tile's own
+    input window, float output and quantisation buffers. Measured here (2 threads): 40-46 MB
+    in all for auto (4 tiles), 69-82 MB for the whole frame, so the bound (52.9 MB) separates them.
+    """
+    budget = 32_000_000
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(2 * budget)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    auto, whole = got["auto"], got["whole"]
+    assert auto["output"] == whole["output"] == 1280 * 1280 * 3
+    bound = budget + budget // 2 + auto["output"]
+    assert auto["grown"] <= bound, (auto["grown"] / 1e6, bound / 1e6, got)
+    assert whole["tiles"] == 1 and whole["grown"] > bound, got  # the check can tell the two apart
+    assert auto["tiles"] > 1, got
