@@ -88,8 +88,8 @@ def dark_scene(height: int, width: int, *, ratio: float = 100.0, seed: int = 7) 
 
 def make_inputs(work: Path, height: int, width: int, weights: Path | None) -> tuple[Path, Path]:
     """The DNG and the weights file (made once per work folder)."""
-    from seedark.network import NetworkSpec
-    from seedark.weights import random_weights, save_safetensors
+    from seedark.models.network import NetworkSpec
+    from seedark.models.weights import random_weights, save_safetensors
 
     work.mkdir(parents=True, exist_ok=True)
     dng = work / f"dark_{width}x{height}.dng"
@@ -113,7 +113,10 @@ def stage_driver(args: argparse.Namespace) -> None:
     rss: dict[str, int] = {}
     times: dict[str, float] = {}
     t = time.perf_counter()
-    from seedark.pipeline import infer, load_engine, plan_output, prepare, read_raw, write_result
+    from seedark.io.raw import read_raw
+    from seedark.pipeline.enhance import plan_output, write_result
+    from seedark.prepare import prepare
+    from seedark.runtime.engine import infer, load_engine
 
     times["import"] = time.perf_counter() - t
     rss["import"] = proc.memory_info().rss
@@ -145,7 +148,7 @@ def stage_driver(args: argparse.Namespace) -> None:
 
     packing.window = timed_window  # type: ignore[method-assign]
     t = time.perf_counter()
-    image = infer(prepared, engine, tile="auto", bits=plan.bits)  # quantised tile by tile, as enhance_file does
+    image = infer(prepared, engine, tile=None, bits=plan.bits)  # quantised tile by tile, as enhance_file does
     times["infer"] = time.perf_counter() - t - packed_in[0]
     times["pack"] += packed_in[0]
     rss["infer"] = proc.memory_info().rss
@@ -210,7 +213,7 @@ def naive_forward(weights: Any, packed: np.ndarray) -> np.ndarray:
 def whole_frame_floor(weights: Any, packed: np.ndarray, naive: float, results: dict[str, Any]) -> None:
     """OpenVINO on the whole frame at once: no tile overlap, ~2 GB in fp32. Not a seedark mode (it breaks
     the memory goal); it is the floor that any tiling pays its overlap on top of, on this CPU."""
-    from seedark.engines import OpenVINOBackend, openvino_has_native_bf16
+    from seedark.runtime.backends import OpenVINOBackend, openvino_has_native_bf16
 
     h, w, _ = packed.shape
     b = weights.spec.block
@@ -236,7 +239,7 @@ def timed(fn: Any) -> tuple[float, Any]:
 def machine() -> str:
     import torch
 
-    from seedark.devices import cpu_has_native_bf16
+    from seedark.runtime.devices import cpu_has_native_bf16
 
     model = platform.processor() or platform.machine()
     try:
@@ -307,11 +310,11 @@ def main() -> None:
     print(f"  `seedark enhance` (CLI, warm cache): {wall:.1f} s wall, peak RSS {peak / GB:.2f} GB")
 
     # -- 1. default engine vs naive eager PyTorch, same input, same weights, interleaved
-    from seedark.engines import TorchBackend
-    from seedark.inference import Engine
+    from seedark.io.raw import read_raw
+    from seedark.models.weights import load_weights
     from seedark.prepare import prepare
-    from seedark.raw import read_raw
-    from seedark.weights import load_weights
+    from seedark.runtime.backends import TorchBackend
+    from seedark.runtime.engine import Engine
 
     weights = load_weights(weights_path)
     packed = np.asarray(prepare(read_raw(dng), args.ratio).packed)  # one array, the same input for every engine
@@ -368,7 +371,7 @@ def main() -> None:
     # -- 2. fast precisions
     import torch
 
-    from seedark.devices import cpu_has_native_bf16
+    from seedark.runtime.devices import cpu_has_native_bf16
 
     if cpu_has_native_bf16():
         bf16 = Engine(weights, device="cpu", precision="bf16")
@@ -406,7 +409,7 @@ def main() -> None:
     del ref_crop, reference
 
     # -- 4. writing 16-bit files of this frame
-    from seedark.output import write_image
+    from seedark.io.image import write_image
 
     image = engine.run(packed)
     for fmt, suffix in (("png", "png"), ("tiff", "tif")):

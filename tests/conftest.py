@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-# Test the working tree's package even when seedark is not installed (or an older copy
-# is): src/ goes first on the import path.
-_SRC = str(Path(__file__).resolve().parents[1] / "src")
-if _SRC not in sys.path:
-    sys.path.insert(0, _SRC)
-
-from httpserver import FaultyServer  # noqa: E402 - tests/ is on sys.path (pytest's rootdir-less import mode)
+from helpers.httpserver import FaultyServer
 
 
 @pytest.fixture

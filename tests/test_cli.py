@@ -19,14 +19,14 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import seedark
-from httpserver import FaultyServer, block_internet, clean_environment
-from pngread import decode_png
-from rawgen import write_dng
-from seedark import registry
+from helpers.httpserver import FaultyServer, block_internet, clean_environment
+from helpers.pngread import decode_png
+from helpers.rawgen import write_dng
 from seedark.cli import main
-from seedark.network import NetworkSpec
-from seedark.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
-from seedark.weights import load_safetensors, load_weights, random_weights
+from seedark.models import registry
+from seedark.models.network import NetworkSpec
+from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
+from seedark.models.weights import load_safetensors, load_weights, random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "tf_sony_w4"
@@ -254,12 +254,12 @@ def test_output_would_replace_the_input(
 def test_unexpected_errors_are_one_line_unless_debug(
     shot: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import seedark.pipeline
+    import seedark.pipeline.enhance
 
     def broken(*_a: object, **_k: object) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(seedark.pipeline, "enhance_file", broken)
+    monkeypatch.setattr(seedark.pipeline.enhance, "enhance_file", broken)
     code, _, err = run(capsys, "enhance", shot, "--ratio", "5")
     assert code == 1
     assert err.strip() == "seedark: internal error: RuntimeError: simulated bug (rerun with --debug for details)"

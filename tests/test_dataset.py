@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import rawpy
 
-from rawgen import quadrant_mosaic, write_dng
-from seedark import dataset as ds
-from seedark.dataset import (
-    ArrayCache,
-    DatasetError,
+from helpers.rawgen import quadrant_mosaic, write_dng
+from helpers.sid_layout import SidLayout, make_sid_dataset
+from seedark.errors import DatasetError
+from seedark.imaging import apply_orientation
+from seedark.io.raw import RawFrame, read_raw
+from seedark.packing import XTRANS_REFERENCE, amplify, pack_bayer, pack_xtrans
+from seedark.training import arraycache
+from seedark.training import dataset as ds
+from seedark.training.arraycache import ArrayCache
+from seedark.training.dataset import (
     crop_frame,
     exposure_ratio,
     find_sources,
@@ -20,15 +25,10 @@ from seedark.dataset import (
     paired_patch,
     parse_name,
     read_list,
-    synthetic_raw_patch,
     synthetic_srgb_patch,
     unorient,
 )
-from seedark.noise import SONY_A7S2
-from seedark.output import apply_orientation
-from seedark.packing import XTRANS_REFERENCE, amplify, pack_bayer, pack_xtrans
-from seedark.raw import RawFrame, read_raw
-from sid_layout import SidLayout, make_sid_dataset
+from seedark.training.noiseprofile import SONY_A7S2
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_dng_content_named_arw_is_read_by_content(layout: SidLayout) -> None:
 
 def test_ground_truth_is_the_official_postprocess(layout: SidLayout) -> None:
     path = layout.root / "Sony/long/10003_00_10s.ARW"
-    gt, flip = ds.decode_ground_truth(path)
+    gt, flip = arraycache.decode_ground_truth(path)
     with rawpy.imread(str(path)) as raw:
         want = raw.postprocess(use_camera_wb=True, half_size=False, no_auto_bright=True, output_bps=16)
     np.testing.assert_array_equal(gt, want)
@@ -151,7 +151,7 @@ def test_cache_decodes_once_and_memory_maps(layout: SidLayout, tmp_path: Path, m
     def fail(_: object) -> None:
         raise AssertionError("decoded twice")
 
-    monkeypatch.setattr(ds, "decode_ground_truth", fail)
+    monkeypatch.setattr(arraycache, "decode_ground_truth", fail)
     again, _ = cache.ground_truth(path)
     np.testing.assert_array_equal(again, first)
     # the mosaic cache gives the same frame as reading the file
@@ -162,7 +162,7 @@ def test_cache_decodes_once_and_memory_maps(layout: SidLayout, tmp_path: Path, m
     np.testing.assert_array_equal(cached.pattern, frame.pattern)
     np.testing.assert_array_equal(cached.black_levels, frame.black_levels)
     assert (cached.white_level, cached.flip, cached.sensor) == (frame.white_level, frame.flip, frame.sensor)
-    assert not list((tmp_path / "cache").rglob("*.tmp-*"))
+    assert not list((tmp_path / "cache").rglob("*.part"))
 
 
 def test_cache_notices_a_changed_file(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -192,7 +192,7 @@ def test_unorient_undoes_orientation(flip: int, rng: np.random.Generator) -> Non
 def test_rotated_ground_truth_lines_up_with_the_sensor(tmp_path: Path) -> None:
     mosaic = quadrant_mosaic(32, 48, levels=(1000, 3000, 6000, 12000))
     path = write_dng(tmp_path / "00001_00_10s.dng", mosaic, orientation=6)
-    gt, flip = ds.decode_ground_truth(path)
+    gt, flip = arraycache.decode_ground_truth(path)
     assert flip == 6 and gt.shape[:2] == (48, 32)
     sensor = unorient(gt, flip).astype(float).mean(axis=2)
     quads = [sensor[:16, :24], sensor[:16, 24:], sensor[16:, :24], sensor[16:, 24:]]
@@ -253,7 +253,7 @@ def test_paired_patch_input_and_target_match(tmp_path: Path, orientation: int) -
     layout = make_sid_dataset(tmp_path, train={1: (10.0, (0.1,))}, test={}, val={}, orientation=orientation)
     pair = read_list(layout.train_list)[0]
     frame = read_raw(pair.short)
-    gt, flip = ds.decode_ground_truth(pair.long)
+    gt, flip = arraycache.decode_ground_truth(pair.long)
     rng = np.random.default_rng(3)
     inp, target = paired_patch(frame, gt, flip, pair.ratio, 8, rng, augment_patch=False)
     assert inp.shape == (4, 8, 8) and target.shape == (3, 16, 16)
@@ -267,7 +267,7 @@ def test_paired_patch_input_and_target_match(tmp_path: Path, orientation: int) -
 def test_augmentation_is_applied_to_both(layout: SidLayout) -> None:
     pair = read_list(layout.train_list)[0]
     frame = read_raw(pair.short)
-    gt, flip = ds.decode_ground_truth(pair.long)
+    gt, flip = arraycache.decode_ground_truth(pair.long)
     plain = paired_patch(frame, gt, flip, pair.ratio, 8, np.random.default_rng(11), augment_patch=False)
     flipped = paired_patch(frame, gt, flip, pair.ratio, 8, np.random.default_rng(11))
     draws = np.random.default_rng(11)
@@ -283,15 +283,15 @@ def test_augmentation_is_applied_to_both(layout: SidLayout) -> None:
 
 def test_patch_is_clamped_to_small_images(layout: SidLayout) -> None:
     pair = read_list(layout.train_list)[0]
-    gt, flip = ds.decode_ground_truth(pair.long)
+    gt, flip = arraycache.decode_ground_truth(pair.long)
     inp, target = paired_patch(read_raw(pair.short), gt, flip, pair.ratio, 512, np.random.default_rng(0))
     assert inp.shape == (4, 32, 32) and target.shape == (3, 64, 64)
 
 
 def test_synthetic_patches(layout: SidLayout, rng: np.random.Generator) -> None:
     long = layout.root / "Sony/long/00001_00_10s.ARW"
-    gt, flip = ds.decode_ground_truth(long)
-    inp, target = synthetic_raw_patch(read_raw(long), gt, flip, 200.0, SONY_A7S2, 16, rng, augment_patch=False)
+    gt, flip = arraycache.decode_ground_truth(long)
+    inp, target = paired_patch(read_raw(long), gt, flip, 200.0, 16, rng, augment_patch=False, noise=SONY_A7S2)
     assert inp.shape == (4, 16, 16) and target.shape == (3, 32, 32)
     # darkened 200x then amplified 200x: about the clean level again, but noisy
     clean = pack_bayer(read_raw(long))
@@ -323,7 +323,7 @@ def test_find_sources(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 def test_xtrans_patch_starts_on_a_whole_tile(tmp_path: Path, rng: np.random.Generator) -> None:
-    from rawgen import XTRANS_PATTERN
+    from helpers.rawgen import XTRANS_PATTERN
 
     path = write_dng(
         tmp_path / "00001_00_0.1s.dng",

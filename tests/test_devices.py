@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seedark import devices
 from seedark.errors import DeviceError, UsageError
+from seedark.runtime import devices
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""seedark.download.fetch against a real local HTTP server with injected faults."""
+"""seedark.models.download.fetch against a real local HTTP server with injected faults."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from httpserver import QUOTA_PAGE, FaultyServer, InternetBlocked, block_internet, clean_environment
-from seedark import download
-from seedark.download import drive_confirmation_url, fetch
+from helpers.httpserver import QUOTA_PAGE, FaultyServer, InternetBlocked, block_internet, clean_environment
+from helpers.tfwriter import write_sid_checkpoint
 from seedark.errors import DownloadError, WeightsError
-from seedark.tfcheckpoint import verify_data_file
-from tfwriter import write_sid_checkpoint
+from seedark.models import download
+from seedark.models.download import drive_confirmation_url, fetch
+from seedark.models.tfcheckpoint import verify_data_file
 
 DATA = bytes(range(256)) * 2048 + b"tail"  # 512 KiB + 4: several chunks on the wire
 

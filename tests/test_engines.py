@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-import seedark.inference as inference
-from seedark import engines
+import seedark.runtime.engine as inference
+from seedark import config
 from seedark.errors import DeviceError, UsageError
-from seedark.inference import Engine
-from seedark.network import NetworkSpec
-from seedark.output import quantise
+from seedark.imaging import quantise
+from seedark.io.raw import RawFrame
+from seedark.models.network import NetworkSpec
+from seedark.models.weights import LoadedWeights, random_weights
 from seedark.packing import PackedFrame
-from seedark.raw import RawFrame
-from seedark.tiling import MARGIN, axis_windows, plan_for_budget, plan_tiles_fixed
-from seedark.weights import LoadedWeights, random_weights
+from seedark.runtime import backends as engines
+from seedark.runtime.engine import Engine
+from seedark.runtime.tiling import MARGIN, axis_windows, plan_for_budget, plan_tiles_fixed
 
 STITCH_TOLERANCE = 1e-5  # same engine, tiles vs whole frame: float summation order only
 ENGINE_TOLERANCE = 5e-5  # OpenVINO vs PyTorch: different kernels, same fp32 arithmetic
@@ -256,15 +257,15 @@ def test_run_rejects_the_wrong_channel_count(bayer: LoadedWeights) -> None:
 def test_backend_names_and_environment(bayer: LoadedWeights, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match="unknown engine"):
         Engine(bayer, device="cpu", precision="fp32", backend="tensorrt")
-    monkeypatch.setenv(engines.ENGINE_ENV, "pytorch")
+    monkeypatch.setenv(config.ENGINE, "pytorch")
     assert Engine(bayer, device="cpu", precision="fp32").info.backend == "pytorch"
-    monkeypatch.setenv(engines.ENGINE_ENV, "nonsense")
+    monkeypatch.setenv(config.ENGINE, "nonsense")
     with pytest.raises(UsageError, match="nonsense"):
         Engine(bayer, device="cpu", precision="fp32")
 
 
 def test_without_openvino_auto_is_pytorch(bayer: LoadedWeights, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(engines.ENGINE_ENV, raising=False)
+    monkeypatch.delenv(config.ENGINE, raising=False)
     monkeypatch.setattr(engines, "openvino_installed", lambda: False)
     engine = Engine(bayer, device="cpu", precision="auto")
     assert engine.info == inference.EngineInfo("cpu", "fp32", "pytorch")
@@ -281,7 +282,7 @@ def test_a_broken_openvino_falls_back_to_pytorch(bayer: LoadedWeights, monkeypat
             seen.append(record.getMessage())
 
     seen: list[str] = []
-    monkeypatch.delenv(engines.ENGINE_ENV, raising=False)
+    monkeypatch.delenv(config.ENGINE, raising=False)
     monkeypatch.setattr(engines, "openvino_installed", lambda: True)
     monkeypatch.setattr(engines, "_openvino", broken)
     handler = Collect(logging.WARNING)
@@ -311,7 +312,7 @@ def ov_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def ov_home(ov_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SEEDARK_HOME", str(ov_cache))
-    monkeypatch.delenv(engines.ENGINE_ENV, raising=False)
+    monkeypatch.delenv(config.ENGINE, raising=False)
     monkeypatch.setattr(inference, "OV_MIN_PIXELS", 0)  # let the small test frames reach OpenVINO
     return ov_cache
 
@@ -377,7 +378,7 @@ def test_openvino_small_tiles_and_frames_run_on_pytorch(
     bayer: LoadedWeights, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("openvino")
-    monkeypatch.delenv(engines.ENGINE_ENV, raising=False)
+    monkeypatch.delenv(config.ENGINE, raising=False)
     engine = Engine(bayer, device="cpu", precision="fp32", backend="openvino")
     backend = engine.backend
     assert isinstance(backend, engines.OpenVINOBackend)

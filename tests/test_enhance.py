@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 import seedark
-from pngread import decode_png
-from rawgen import write_dng
+from helpers.pngread import decode_png
+from helpers.rawgen import write_dng
 from seedark.errors import RawReadError, UnsupportedSensorError
-from seedark.output import quantise
-from seedark.weights import load_weights
+from seedark.imaging import quantise
+from seedark.models.weights import load_weights
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
 # np.rot90 turns counter-clockwise; LibRaw's flip 5 is 90° CCW, 6 is 90° CW, 3 is 180°.

@@ -15,12 +15,11 @@ import torch
 from PIL import Image
 
 import seedark
+from helpers.sid_layout import SidLayout, make_sid_dataset
 from seedark.cli import main
-from seedark.dataset import DatasetError
-from seedark.errors import UsageError
-from seedark.evaluate import evaluate
-from seedark.weights import load_weights
-from sid_layout import SidLayout, make_sid_dataset
+from seedark.errors import DatasetError, UsageError
+from seedark.models.weights import load_weights
+from seedark.training.evaluate import evaluate
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
 # short file -> ratio, worked out by hand from the exposures in the names (10s / 0.1s ...)

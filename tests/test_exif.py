@@ -14,13 +14,13 @@ import tifffile
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-from rawgen import write_dng
-from seedark import exif as exif_module
-from seedark.exif import CameraMetadata, build_exif, exif_ifd, read_camera_metadata
-from seedark.output import write_image
-from seedark.pipeline import enhance_file
-from seedark.raw import read_raw
-from seedark.tiffio import Ifd, layout_tiff
+from helpers.rawgen import write_dng
+from seedark.io import exif as exif_module
+from seedark.io.exif import CameraMetadata, build_exif, exif_ifd, read_camera_metadata
+from seedark.io.image import write_image
+from seedark.io.raw import read_raw
+from seedark.io.tiff import Ifd, layout_tiff
+from seedark.pipeline.enhance import enhance_file
 
 WEIGHTS = Path(__file__).resolve().parent / "data" / "tf_sony_w4"
 

@@ -14,7 +14,7 @@ import pytest
 
 from seedark.errors import UsageError
 from seedark.exposure import auto_ratio, parse_ratio, signal_level
-from seedark.raw import RawFrame
+from seedark.io.raw import RawFrame
 
 BLACK, WHITE = 512, 16383
 # docs/exposure.md: "A normal exposure puts an average scene at TARGET_LEVEL = 0.12 of the range".

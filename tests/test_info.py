@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rawgen import write_dng
+from helpers.rawgen import write_dng
 from seedark.cli import main
 
 # Black 1000 and white 11000: the range is exactly 10000 DN, so s DN above black is
@@ -138,10 +138,6 @@ def test_rotated_and_sparse_metadata(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert rows["auto ratio"] == "x10.0 (range 1-300)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/seedark/raw.py _merge_metadata: LibRaw's timestamp 0 (no date in the file) becomes 1970-01-01",
-)
 def test_missing_date_is_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_dng(tmp_path / "nodate.dng", cell_mosaic(CELL), datetime_original=None)
     code, out, err = run_info(capsys, path)

@@ -15,8 +15,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from seedark import metrics
-from seedark.metrics import psnr, ssim
+from seedark.training import metrics
+from seedark.training.metrics import psnr, ssim
 
 # Wang, Bovik, Sheikh, Simoncelli (2004), "Image quality assessment: from error
 # visibility to structural similarity", section III-B: K1 = 0.01, K2 = 0.03.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from seedark.network import NetworkSpec, SIDUNet, depth_to_space_tf, receptive_radius
-from seedark.weights import load_weights
+from seedark.models.network import NetworkSpec, SIDUNet, depth_to_space_tf, receptive_radius
+from seedark.models.weights import load_weights
 
 DATA = Path(__file__).parent / "data"
 # Max abs difference we accept between our fp32 forward and TF's (raw network output).

@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 
 from seedark.errors import UsageError
-from seedark.noise import (
-    SONY_A7S2,
+from seedark.training.noise import (
     NoiseParams,
-    NoiseProfile,
     add_noise,
-    load_profile,
     sample_params,
     sample_tukey_lambda,
-    save_profile,
     srgb_to_linear,
     srgb_to_mosaic,
     synthesize,
     tukey_lambda_quantile,
     tukey_lambda_variance,
 )
+from seedark.training.noiseprofile import SONY_A7S2, NoiseProfile, load_profile, save_profile
 
 
 def test_a7s2_calibration_is_the_published_one() -> None:

@@ -21,21 +21,17 @@ import rawpy
 import tifffile
 from PIL import Image, JpegImagePlugin
 
-from pngread import decode_png
-from rawgen import quadrant_mosaic, write_dng
-from seedark import output
+from helpers.pngread import decode_png
+from helpers.rawgen import quadrant_mosaic, write_dng
+from seedark import _parallel, imaging
 from seedark.errors import OutputError, UsageError
-from seedark.exif import CameraMetadata, read_camera_metadata
-from seedark.output import (
-    adler32_combine,
-    apply_orientation,
-    default_extension,
-    format_from_path,
-    quantise,
-    srgb_icc_profile,
-    write_image,
-)
-from seedark.tiffio import Ifd, LazyChunk, layout_tiff
+from seedark.imaging import apply_orientation, quantise
+from seedark.io import image as output
+from seedark.io import png
+from seedark.io.exif import CameraMetadata, read_camera_metadata
+from seedark.io.image import default_extension, format_from_path, srgb_icc_profile, write_image
+from seedark.io.png import adler32_combine
+from seedark.io.tiff import Ifd, LazyChunk, layout_tiff
 
 META = CameraMetadata(
     make="Sony",
@@ -162,7 +158,7 @@ def test_quantise_rounds_half_up_and_clips(bits: int) -> None:
 
 
 def test_quantise_takes_strided_views(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(output, "_QUANTISE_BLOCK", 50)  # many blocks, several threads
+    monkeypatch.setattr(imaging, "_QUANTISE_BLOCK", 50)  # many blocks, several threads
     img = rng.random((41, 29, 3), dtype=np.float32)
     view = apply_orientation(img, 5)
     np.testing.assert_array_equal(quantise(view, 16), quantise(np.ascontiguousarray(view), 16))
@@ -188,9 +184,9 @@ def test_quantise_into_pieces_is_quantising_the_whole(rng: np.random.Generator) 
 def test_to_8bit_rounds_every_16_bit_level_to_the_nearest() -> None:
     levels = np.arange(65536, dtype=np.uint16).reshape(-1, 1, 1).repeat(3, axis=2)
     want = np.floor(np.arange(65536) * 255 / 65535 + 0.5).astype(np.uint8)
-    np.testing.assert_array_equal(output.to_8bit(levels)[:, 0, 0], want)
+    np.testing.assert_array_equal(imaging.to_8bit(levels)[:, 0, 0], want)
     img = np.array([[[0.0, 0.5, 1.0]]], dtype=np.float32)
-    np.testing.assert_array_equal(output.to_8bit(img), quantise(img, 8))
+    np.testing.assert_array_equal(imaging.to_8bit(img), quantise(img, 8))
 
 
 @pytest.mark.parametrize(("fmt", "bits"), FORMAT_BITS)
@@ -251,8 +247,8 @@ def test_png_in_many_pieces(
     tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, bits: int, workers: int
 ) -> None:
     # Tiny pieces: many independently deflated blocks joined into one zlib stream.
-    monkeypatch.setattr(output, "_PNG_PIECE_BYTES", 100)
-    monkeypatch.setattr(output, "_worker_count", lambda: workers)
+    monkeypatch.setattr(png, "_PNG_PIECE_BYTES", 100)
+    monkeypatch.setattr(_parallel, "worker_count", lambda: workers)
     img = rng.random((31, 17, 3), dtype=np.float32)
     img[10:20] = 0.25  # flat rows too
     _, pixels = decode_png(_write(tmp_path, img, "png", bits))
@@ -385,7 +381,7 @@ def test_no_temp_files_after_success(tmp_path: Path, image: np.ndarray, fmt: str
     assert path.stat().st_size > 0
 
 
-_ENCODERS = {"png": "_encode_png", "tiff": "_encode_tiff", "jpeg": "_encode_jpeg"}
+_ENCODERS = {"png": "encode_png", "tiff": "_encode_tiff", "jpeg": "_encode_jpeg"}
 
 
 def _failing_encoder(exc: BaseException) -> Callable[..., None]:
@@ -425,7 +421,7 @@ def test_failure_mid_write_leaves_nothing(
 def test_failure_keeps_an_existing_file(tmp_path: Path, image: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "out.png"
     path.write_bytes(b"precious")
-    monkeypatch.setattr(output, "_encode_png", _failing_encoder(RuntimeError("boom")))
+    monkeypatch.setattr(output, "encode_png", _failing_encoder(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         _write(tmp_path, image, "png", 8, overwrite=True)
     assert path.read_bytes() == b"precious"
@@ -437,7 +433,7 @@ def test_existing_file_is_refused_before_encoding(
 ) -> None:
     path = tmp_path / "out.png"
     path.write_bytes(b"precious")
-    monkeypatch.setattr(output, "quantise", lambda *a: pytest.fail("encoded anyway"))
+    monkeypatch.setattr(output, "samples", lambda *a: pytest.fail("encoded anyway"))
     with pytest.raises(OutputError, match=r"already exists \(use --overwrite to replace it\)") as info:
         _write(tmp_path, image, "png", 8)
     assert info.value.path == path
@@ -455,14 +451,14 @@ def test_overwrite_replaces(tmp_path: Path, image: np.ndarray) -> None:
 def test_file_appearing_during_encoding_is_not_clobbered(
     tmp_path: Path, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = output._encode_png
+    real = output.encode_png
     path = tmp_path / "out.png"
 
     def racing(fh: BinaryIO, *args: Any) -> None:
         path.write_bytes(b"someone else's")  # another process wins the race
         real(fh, *args)
 
-    monkeypatch.setattr(output, "_encode_png", racing)
+    monkeypatch.setattr(output, "encode_png", racing)
     with pytest.raises(OutputError, match="already exists"):
         _write(tmp_path, image, "png", 8)
     assert path.read_bytes() == b"someone else's"
@@ -514,9 +510,9 @@ NOBODY = 65534
 AS_NOBODY = r"""
 import json, os, sys
 import numpy as np
-import seedark.cli, seedark.pipeline  # everything the command needs, imported while still root
+import seedark.cli, seedark.pipeline.enhance  # everything the command needs, imported while still root
 from seedark.errors import OutputError
-from seedark.output import write_image
+from seedark.io.image import write_image
 
 how, denied, allowed = sys.argv[1], sys.argv[2], sys.argv[3]
 os.setgroups([])

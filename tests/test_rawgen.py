@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 import rawpy
 
-from rawgen import CFA_PATTERNS, XTRANS_PATTERN, cfa_array, quadrant_mosaic, write_dng
-from seedark.exif import read_camera_metadata
+from helpers.rawgen import CFA_PATTERNS, XTRANS_PATTERN, cfa_array, quadrant_mosaic, write_dng
+from seedark.io.exif import read_camera_metadata
 
 FLIP_FOR_ORIENTATION = {1: 0, 2: 1, 3: 3, 4: 2, 5: 4, 6: 6, 7: 7, 8: 5}
 

@@ -18,16 +18,24 @@ import platformdirs
 import pytest
 import torch
 
-from httpserver import QUOTA_PAGE, FaultyServer, Route, block_internet, clean_environment
-from seedark import download, registry, store
-from seedark import weights as weights_module
+from helpers.httpserver import QUOTA_PAGE, FaultyServer, Route, block_internet, clean_environment
+from helpers.tfwriter import write_checkpoint, write_sid_checkpoint
 from seedark.errors import DownloadError, UsageError, WeightsError
-from seedark.network import NetworkSpec
-from seedark.registry import DATA_NAME, INDEX_NAME, MODELS, ModelRecord, SourceFile
-from seedark.store import download_model, import_model, list_models, load_model, manual_instructions, remove_model
-from seedark.tfcheckpoint import expected_data_size, read_checkpoint, read_index
-from seedark.weights import LoadedWeights, save_safetensors
-from tfwriter import write_checkpoint, write_sid_checkpoint
+from seedark.models import cache as store
+from seedark.models import download, fetch, registry
+from seedark.models import weights as weights_module
+from seedark.models.cache import (
+    download_model,
+    import_model,
+    list_models,
+    load_model,
+    manual_instructions,
+    remove_model,
+)
+from seedark.models.network import NetworkSpec
+from seedark.models.registry import DATA_NAME, INDEX_NAME, MODELS, ModelRecord, SourceFile
+from seedark.models.tfcheckpoint import expected_data_size, read_checkpoint, read_index
+from seedark.models.weights import LoadedWeights, save_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "tests" / "data"
@@ -157,7 +165,7 @@ def test_cache_dir_follows_seedark_home(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 def test_mirror_replaces_every_source(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEEDARK_MIRROR", "https://mirror.example/sid/")
-    index, data = store.sources(MODELS["sony"])
+    index, data = fetch.sources(MODELS["sony"])
     assert index.urls == ("https://mirror.example/sid/sony/model.ckpt.index",)
     assert data.urls == ("https://mirror.example/sid/sony/model.ckpt.data-00000-of-00001",)
     assert data.gdrive_id is None and index.sha256 == MODELS["sony"].files[0].sha256
@@ -554,7 +562,7 @@ def connect(self, address):
 socket.socket.connect = connect
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-from seedark import registry, store
+from seedark.models import registry, cache as store
 
 spec = json.loads(sys.argv[1])
 files = tuple(registry.SourceFile(f["name"], tuple(f["urls"]), f["sha256"], f["size"]) for f in spec.pop("files"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seedark.errors import WeightsError
-from seedark.tfcheckpoint import (
+from seedark.models.tfcheckpoint import (
     crc32c,
     crc32c_pure,
     expected_data_size,
@@ -21,7 +21,7 @@ from seedark.tfcheckpoint import (
     resolve_prefix,
     verify_data_file,
 )
-from seedark.weights import load_weights
+from seedark.models.weights import load_weights
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "tf_sony_w4"

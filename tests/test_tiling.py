@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seedark.inference import Engine, parse_tile
-from seedark.network import NetworkSpec
-from seedark.tiling import MARGIN, plan_tiles_fixed
-from seedark.weights import random_weights
+from seedark.models.network import NetworkSpec
+from seedark.models.weights import random_weights
+from seedark.runtime.engine import Engine, parse_tile
+from seedark.runtime.tiling import MARGIN, plan_tiles_fixed
 
 # fp32, reduced width: tiles differ from the whole frame only by float summation order.
 STITCH_TOLERANCE = 1e-5
@@ -80,12 +80,12 @@ MEASURE = r"""
 import json, sys
 from pathlib import Path
 import numpy as np, torch
-import seedark.inference as inference
-from seedark.inference import Engine
-from seedark.network import NetworkSpec
+import seedark.runtime.engine as inference
+from seedark.runtime.engine import Engine
+from seedark.models.network import NetworkSpec
 from seedark.packing import PackedFrame
-from seedark.raw import RawFrame
-from seedark.weights import random_weights
+from seedark.io.raw import RawFrame
+from seedark.models.weights import random_weights
 
 def status(field):
     with open("/proc/self/status") as f:

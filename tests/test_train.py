@@ -16,22 +16,16 @@ import torch
 from PIL import Image
 
 import seedark
+from helpers.sid_layout import SidLayout, make_sid_dataset
 from seedark.cli import main
-from seedark.errors import SeedarkError, UsageError
-from seedark.network import NetworkSpec
-from seedark.noise import NoiseProfile, save_profile
-from seedark.train import (
-    EpochSampler,
-    TrainConfig,
-    TrainingError,
-    TrainStatus,
-    export_model,
-    latest_checkpoint,
-    load_checkpoint,
-    train,
-)
-from seedark.weights import load_weights, random_weights, save_safetensors
-from sid_layout import SidLayout, make_sid_dataset
+from seedark.errors import SeedarkError, TrainingError, UsageError
+from seedark.models.network import NetworkSpec
+from seedark.models.weights import load_weights, random_weights, save_safetensors
+from seedark.training.checkpoint import export_model, latest_checkpoint, load_checkpoint
+from seedark.training.config import TrainConfig
+from seedark.training.distributed import EpochSampler
+from seedark.training.loop import TrainStatus, train
+from seedark.training.noiseprofile import NoiseProfile, save_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,7 +196,7 @@ def test_synthetic_mode(tmp_path: Path, layout: SidLayout, rng: np.random.Genera
         ratio_min=50,
         ratio_max=60,
     )
-    from seedark.noise import load_profile
+    from seedark.training.noiseprofile import load_profile
 
     result = train(replace(config, noise_profile=load_profile(profile)), progress=lambda s: losses.append(s.loss))
     assert result.steps == 6 and all(np.isfinite(losses))
@@ -211,7 +205,7 @@ def test_synthetic_mode(tmp_path: Path, layout: SidLayout, rng: np.random.Genera
 
 
 def test_export_imports_and_enhances(layout: SidLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from seedark import store
+    from seedark.models import cache as store
 
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SEEDARK_OFFLINE", "1")

@@ -23,11 +23,15 @@ import pytest
 import torch
 from scipy import stats
 
-from seedark.dataset import read_list
-from seedark.network import NetworkSpec, SIDUNet
-from seedark.train import TrainConfig, TrainingSet, TrainStatus, init_official, load_checkpoint, train
-from seedark.weights import load_weights, random_weights, save_safetensors
-from sid_layout import SidLayout, make_sid_dataset
+from helpers.sid_layout import SidLayout, make_sid_dataset
+from seedark.models.network import NetworkSpec, SIDUNet
+from seedark.models.weights import load_weights, random_weights, save_safetensors
+from seedark.training.checkpoint import load_checkpoint
+from seedark.training.config import TrainConfig
+from seedark.training.dataset import read_list
+from seedark.training.initial import init_official
+from seedark.training.loop import TrainStatus, train
+from seedark.training.samples import TrainingSet
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from seedark.errors import WeightsError
-from seedark.network import NetworkSpec
-from seedark.weights import load_weights, random_weights, save_safetensors
+from seedark.models.network import NetworkSpec
+from seedark.models.weights import load_weights, random_weights, save_safetensors
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
 

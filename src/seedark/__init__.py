@@ -2,8 +2,8 @@
 
 The names below are imported lazily, so ``import seedark`` (and ``seedark --help``)
 stays fast; torch and rawpy load on first use. Training and evaluation live in
-``seedark.train`` and ``seedark.evaluate`` (not re-exported: a function named like
-its module would be shadowed by the module on import).
+``seedark.training`` (``seedark.training.loop.train``,
+``seedark.training.evaluate.evaluate``).
 """
 
 from __future__ import annotations
@@ -11,26 +11,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from seedark._version import __version__
 
 _EXPORTS = {
-    "enhance": "pipeline",
-    "enhance_file": "pipeline",
-    "enhance_frame": "pipeline",
-    "load_engine": "pipeline",
-    "plan_output": "pipeline",
-    "Engine": "inference",
-    "read_raw": "raw",
-    "RawFrame": "raw",
+    "enhance": "pipeline.enhance",
+    "enhance_file": "pipeline.enhance",
+    "enhance_frame": "pipeline.enhance",
+    "load_engine": "runtime.engine",
+    "plan_output": "pipeline.enhance",
+    "Engine": "runtime.engine",
+    "read_raw": "io.raw",
+    "RawFrame": "io.raw",
     "pack_bayer": "packing",
     "amplify": "packing",
-    "SIDUNet": "network",
-    "NetworkSpec": "network",
-    "load_weights": "weights",
-    "save_safetensors": "weights",
-    "LoadedWeights": "weights",
-    "read_checkpoint": "tfcheckpoint",
-    "write_image": "output",
+    "SIDUNet": "models.network",
+    "NetworkSpec": "models.network",
+    "load_weights": "models.weights",
+    "save_safetensors": "models.weights",
+    "LoadedWeights": "models.weights",
+    "read_checkpoint": "models.tfcheckpoint",
+    "write_image": "io.image",
     "SeedarkError": "errors",
     "UsageError": "errors",
     "RawReadError": "errors",
@@ -41,12 +41,12 @@ _EXPORTS = {
     "DownloadError": "errors",
     "DatasetError": "errors",
     "TrainingError": "errors",
-    "run_batch": "batch",
-    "describe": "info",
-    "TrainConfig": "train",
-    "load_model": "store",
-    "download_model": "store",
-    "import_model": "store",
+    "run_batch": "pipeline.batch",
+    "describe": "pipeline.info",
+    "TrainConfig": "training.config",
+    "load_model": "models.cache",
+    "download_model": "models.cache",
+    "import_model": "models.cache",
 }
 
 __all__ = [
@@ -87,8 +87,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .batch import run_batch
-    from .errors import (
+    from seedark.errors import (
         DatasetError,
         DeviceError,
         DownloadError,
@@ -100,24 +99,25 @@ if TYPE_CHECKING:  # pragma: no cover
         UsageError,
         WeightsError,
     )
-    from .inference import Engine
-    from .info import describe
-    from .network import NetworkSpec, SIDUNet
-    from .output import write_image
-    from .packing import amplify, pack_bayer
-    from .pipeline import enhance, enhance_file, enhance_frame, load_engine, plan_output
-    from .raw import RawFrame, read_raw
-    from .store import download_model, import_model, load_model
-    from .tfcheckpoint import read_checkpoint
-    from .train import TrainConfig
-    from .weights import LoadedWeights, load_weights, save_safetensors
+    from seedark.io.image import write_image
+    from seedark.io.raw import RawFrame, read_raw
+    from seedark.models.cache import download_model, import_model, load_model
+    from seedark.models.network import NetworkSpec, SIDUNet
+    from seedark.models.tfcheckpoint import read_checkpoint
+    from seedark.models.weights import LoadedWeights, load_weights, save_safetensors
+    from seedark.packing import amplify, pack_bayer
+    from seedark.pipeline.batch import run_batch
+    from seedark.pipeline.enhance import enhance, enhance_file, enhance_frame, plan_output
+    from seedark.pipeline.info import describe
+    from seedark.runtime.engine import Engine, load_engine
+    from seedark.training.config import TrainConfig
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'seedark' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(f"seedark.{module}"), name)
     globals()[name] = value
     return value
 

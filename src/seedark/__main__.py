@@ -1,6 +1,6 @@
 """``python -m seedark`` runs the command-line tool."""
 
-from .cli import main
+from seedark.cli import main
 
 if __name__ == "__main__":
     main()

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from .errors import UsageError
-from .raw import RawFrame
+from seedark.errors import UsageError
+from seedark.io.raw import RawFrame
 
 AUTO = "auto"
 TARGET_LEVEL = 0.12
@@ -75,9 +75,3 @@ def auto_ratio(frame: RawFrame) -> float:
     if level <= TARGET_LEVEL / high:
         return high
     return float(min(high, max(low, TARGET_LEVEL / level)))
-
-
-def resolve_ratio(frame: RawFrame, ratio: float | str | None) -> float:
-    """The ratio to use for ``frame``: the user's, or the automatic estimate."""
-    given = parse_ratio(ratio)
-    return auto_ratio(frame) if given is None else given

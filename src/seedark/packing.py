@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UnsupportedSensorError, UsageError
-from .raw import RawFrame
+from seedark.errors import UnsupportedSensorError, UsageError
+from seedark.io.raw import RawFrame
 
 #: Channel names of the Bayer packing, in order.
 BAYER_CHANNELS = ("R", "G (R row)", "B", "G (B row)")
@@ -221,3 +221,23 @@ class PackedFrame:
 
     def __repr__(self) -> str:
         return f"PackedFrame({self.frame.path.name}, {self.frame.sensor}, x{self.ratio:g}, shape={self.shape})"
+
+
+def pack(frame: RawFrame) -> np.ndarray:
+    """Network input for a frame, before amplification."""
+    if frame.sensor == "bayer":
+        return pack_bayer(frame)
+    if frame.sensor == "xtrans":
+        return pack_xtrans(frame)
+    raise UnsupportedSensorError(f"{frame.sensor} packing is not available", frame.path)
+
+
+def sensor_area(frame: RawFrame) -> tuple[int, int, int, int]:
+    """(y0, x0, height, width) of the visible mosaic that the output image covers.
+
+    Bayer: the whole visible frame. X-Trans: the official model sees the frame
+    from the reference CFA phase, cropped to multiples of 6.
+    """
+    if frame.sensor == "xtrans":
+        return xtrans_crop(frame)
+    return 0, 0, frame.height, frame.width

@@ -1,4 +1,4 @@
-"""Stage 1 of the pipeline: decode a RAW file and make the network's input.
+"""Stage 1 of the pipeline: decode a RAW file and make the network's input (lazily).
 
 Nothing here imports torch, so the batch decoder process starts quickly and
 stays small.
@@ -10,23 +10,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from .errors import UnsupportedSensorError
-from .exif import CameraMetadata
-from .exposure import parse_ratio, resolve_ratio
-from .packing import PackedFrame, pack_bayer, pack_xtrans, xtrans_crop
-from .raw import RawFrame, read_raw
-
-
-def default_model_for(sensor: str) -> str:
-    """The registry's model for a sensor kind: sony for Bayer, fuji for X-Trans."""
-    from .registry import MODELS
-
-    for record in MODELS.values():
-        if record.packing == sensor:
-            return record.name
-    raise UnsupportedSensorError(f"no model for {sensor} sensors is registered")
+from seedark.exposure import auto_ratio, parse_ratio
+from seedark.io.exif import CameraMetadata
+from seedark.io.raw import RawFrame, read_raw
+from seedark.packing import PackedFrame, sensor_area
 
 
 @dataclass
@@ -47,30 +34,14 @@ class Prepared:
     camera_wb: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
-def pack(frame: RawFrame) -> np.ndarray:
-    """Network input for a frame, before amplification."""
-    if frame.sensor == "bayer":
-        return pack_bayer(frame)
-    if frame.sensor == "xtrans":
-        return pack_xtrans(frame)
-    raise UnsupportedSensorError(f"{frame.sensor} packing is not available", frame.path)
-
-
-def sensor_area(frame: RawFrame) -> tuple[int, int, int, int]:
-    """(y0, x0, height, width) of the visible mosaic that the output image covers.
-
-    Bayer: the whole visible frame. X-Trans: the official model sees the frame
-    from the reference CFA phase, cropped to multiples of 6.
-    """
-    if frame.sensor == "xtrans":
-        return xtrans_crop(frame)
-    return 0, 0, frame.height, frame.width
-
-
 def prepare(frame: RawFrame, ratio: float | str | None = "auto") -> Prepared:
     """Choose the ratio; the input is packed and amplified lazily, tile by tile (``PackedFrame``)."""
-    given = parse_ratio(ratio)
-    value = resolve_ratio(frame, given)
+    return prepare_parsed(frame, parse_ratio(ratio))
+
+
+def prepare_parsed(frame: RawFrame, given: float | None) -> Prepared:
+    """:func:`prepare` with the ratio parsed already (``parse_ratio``): a number > 0, or None for auto."""
+    value = auto_ratio(frame) if given is None else given
     packed = PackedFrame(frame, value)
     _, _, h, w = sensor_area(frame)
     return Prepared(

@@ -1,0 +1,69 @@
+"""Command line: parse options, call one library function, report.
+
+Errors from the library arrive as :class:`~seedark.errors.SeedarkError` and are
+printed as one line on stderr (``seedark: error: <file>: <reason>``) with the
+error's exit code: 1 for failures, 2 for usage errors, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from seedark._version import __version__
+from seedark.cli import images, models, training
+from seedark.cli.display import setup_logging
+from seedark.errors import SeedarkError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="seedark")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Turn dark RAW photos into clean, bright images ("Learning to See in the Dark")."""
+    setup_logging(verbose, quiet)
+    ctx.obj = {"quiet": quiet}
+
+
+for command in (
+    images.enhance,
+    images.batch,
+    images.info,
+    models.models,
+    training.eval_command,
+    training.train_command,
+):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``seedark`` command: one line per error, meaningful exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    if debug:
+        argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
+    try:
+        code = cli.main(args=argv, prog_name="seedark", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare 'seedark'
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        code = 0
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"seedark: error: {exc.format_message()}{hint}", err=True)
+        code = 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("\nseedark: interrupted; no partial output was left behind", err=True)
+        code = 130
+    except SeedarkError as exc:
+        click.echo(f"seedark: error: {exc}", err=True)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except Exception as exc:  # a bug: one line by default, the traceback with --debug
+        if debug:
+            raise
+        click.echo(f"seedark: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

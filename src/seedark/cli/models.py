@@ -1,0 +1,74 @@
+"""``seedark models``: list, download, import, path, remove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from seedark.cli.display import Progress, human
+from seedark.errors import SeedarkError
+
+
+@click.group()
+def models() -> None:
+    """List, download, import and remove cached models."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Known and cached models."""
+    from seedark.models.cache import list_models
+
+    rows = list_models()
+    click.echo(f"{'name':<12} {'cached':<7} {'size':>9}  {'path / download':<40} description")
+    for row in rows:
+        if row.cached:
+            size, where = (human(row.size, "B") if row.size else "-"), str(row.path)
+        else:
+            size = "-"
+            where = f"not cached ({human(row.download_size, 'B')} download)" if row.download_size else "not cached"
+        click.echo(f"{row.name:<12} {'yes' if row.cached else 'no':<7} {size:>9}  {where:<40} {row.description}")
+
+
+@models.command("download")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Fetch again even if cached.")
+@click.pass_context
+def models_download(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
+    """Download, verify and convert official models."""
+    from seedark.models.cache import download_model
+
+    for name in names:
+        bar = None if ctx.obj["quiet"] else Progress(f"downloading {name}", "B")
+        click.echo(str(download_model(name, force=force, progress=bar)))
+
+
+@models.command("import")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--unverified", is_flag=True, help="Import your own checkpoint under a new name (no pinned hashes).")
+def models_import(name: str, path: Path, unverified: bool) -> None:
+    """Import a checkpoint obtained by hand (official: verified against the pins)."""
+    from seedark.models.cache import import_model
+
+    click.echo(str(import_model(name, path, unverified=unverified)))
+
+
+@models.command("path")
+def models_path() -> None:
+    """Folder where models are cached (SEEDARK_HOME overrides it)."""
+    from seedark.models.cache import models_dir
+
+    click.echo(str(models_dir()))
+
+
+@models.command("remove")
+@click.argument("name")
+def models_remove(name: str) -> None:
+    """Delete a cached model."""
+    from seedark.models.cache import remove_model
+
+    if not remove_model(name):
+        raise SeedarkError(f"model {name!r} is not cached")
+    click.echo(f"removed {name}")

@@ -1,0 +1,1 @@
+"""Reading RAW files and writing images: everything that touches a file format."""

@@ -1,0 +1,272 @@
+"""Reading camera RAW files through LibRaw (rawpy) into a :class:`RawFrame`.
+
+Everything the later stages need is copied out of LibRaw here, so the file is
+closed before any heavy work starts: the visible mosaic, its colour-filter
+pattern, black/white levels, the rotation flag and the camera's metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from seedark.errors import RawReadError, UnsupportedSensorError
+from seedark.io.exif import CameraMetadata, read_camera_metadata
+
+#: Extensions of RAW formats LibRaw reads; used to find files in folders.
+RAW_EXTENSIONS = frozenset(
+    [
+        ".arw",
+        ".srf",
+        ".sr2",
+        ".dng",
+        ".nef",
+        ".nrw",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".orf",
+        ".rw2",
+        ".raf",
+        ".pef",
+        ".ptx",
+        ".srw",
+        ".x3f",
+        ".3fr",
+        ".fff",
+        ".iiq",
+        ".mef",
+        ".mos",
+        ".mrw",
+        ".erf",
+        ".kdc",
+        ".dcr",
+        ".rwl",
+        ".raw",
+        ".gpr",
+    ]
+)
+
+
+@dataclass
+class RawFrame:
+    """A decoded RAW file: the sensor mosaic and how to interpret it."""
+
+    path: Path
+    mosaic: np.ndarray  # uint16 H x W, LibRaw's raw_image_visible
+    pattern: np.ndarray  # colour letters of the repeating CFA tile at the visible origin
+    sensor: str  # "bayer" or "xtrans"
+    black_levels: np.ndarray  # float32, per pattern position (same shape as pattern)
+    white_level: int
+    flip: int  # LibRaw's orientation bitmask (0 none, 3 180 deg, 5 90 ccw, 6 90 cw)
+    camera: CameraMetadata = field(default_factory=CameraMetadata)
+    #: As-shot white balance multipliers (R, G, B), green = 1; for previews only.
+    camera_wb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @property
+    def height(self) -> int:
+        return int(self.mosaic.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.mosaic.shape[1])
+
+    @property
+    def cfa_string(self) -> str:
+        """Pattern as text, e.g. ``RGGB`` or six rows of six letters for X-Trans."""
+        return (
+            "/".join("".join(row) for row in self.pattern)
+            if self.pattern.shape[0] > 2
+            else "".join(self.pattern.ravel())
+        )
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+def _flush_c_stdio() -> None:
+    """LibRaw's messages sit in C's stdio buffer until flushed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - e.g. Windows without a C runtime handle
+        pass
+
+
+@contextlib.contextmanager
+def _capture_c_stderr(sink: list[str]) -> Iterator[None]:
+    """Collect what LibRaw's C code prints on fd 2 (e.g. "Unexpected end of file").
+
+    The library must not print; the text becomes part of our error message instead.
+    """
+    # C code writes to fd 2 whatever Python's sys.stderr is (a log file, pytest's capture).
+    fd = 2
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        saved = os.dup(fd)
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            _flush_c_stdio()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace").strip()
+            if text:
+                sink.append(" ".join(line.split(": ", 1)[-1] for line in text.splitlines()))
+
+
+def check_input(p: Path) -> None:
+    """Fail fast, with a clear reason, on paths that cannot be a RAW file."""
+    if not p.exists():
+        raise RawReadError("no such file", p)
+    if p.is_dir():
+        raise RawReadError("is a folder, not a RAW file", p)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise RawReadError(f"cannot read: {exc.strerror}", p) from exc
+    if size == 0:
+        raise RawReadError("file is empty", p)
+    if not os.access(p, os.R_OK):
+        raise RawReadError("permission denied", p)
+
+
+def _decode(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _letters(color_desc: bytes, colors: np.ndarray) -> np.ndarray:
+    desc = color_desc.decode("ascii", "replace")
+    return np.vectorize(lambda i: desc[i] if 0 <= i < len(desc) else "?")(colors)
+
+
+def _classify(raw: object, p: Path) -> tuple[str, np.ndarray, np.ndarray]:
+    """Return (sensor, letter pattern, colour-index pattern) or raise for unusable sensors."""
+    import rawpy
+
+    if raw.raw_type != rawpy.RawType.Flat:  # type: ignore[attr-defined]
+        raise UnsupportedSensorError(
+            "linear (already demosaiced) RAW data; the SID models need the sensor's colour mosaic", p
+        )
+    if raw.num_colors < 3:  # type: ignore[attr-defined]
+        raise UnsupportedSensorError("monochrome sensor; the SID models need a colour mosaic", p)
+    colors = np.asarray(raw.raw_colors_visible)  # type: ignore[attr-defined]
+    desc = bytes(raw.color_desc)  # type: ignore[attr-defined]
+    if not desc.startswith(b"RGB"):
+        raise UnsupportedSensorError(f"colour filters {desc.decode('ascii', 'replace')} are not RGB", p)
+    for period, sensor in ((2, "bayer"), (6, "xtrans")):
+        if colors.shape[0] < period or colors.shape[1] < period:
+            continue
+        tile = colors[:period, :period]
+        h = colors.shape[0] // period * period
+        w = colors.shape[1] // period * period
+        # A checked subsample keeps this cheap on 60 MP frames while catching 4x4 or 8x2 CFAs.
+        view = colors[:h, :w].reshape(h // period, period, w // period, period)[::7, :, ::7, :]
+        if (view == tile[None, :, None, :]).all():
+            letters = _letters(desc, tile)
+            counts = {c: int((letters == c).sum()) for c in "RGB"}
+            if sensor == "bayer" and counts == {"R": 1, "G": 2, "B": 1}:
+                return sensor, letters, tile
+            if sensor == "xtrans" and counts == {"R": 8, "G": 20, "B": 8}:
+                return sensor, letters, tile
+    raise UnsupportedSensorError("colour filter array is neither a 2x2 Bayer nor a 6x6 X-Trans pattern", p)
+
+
+def _capture_time(ts: object) -> str | None:
+    """LibRaw's capture time as EXIF text. A file without one reads as Unix time 0, which rawpy
+    turns into 1970-01-01 in local time: that (or anything before it) means unknown."""
+    if not isinstance(ts, datetime.datetime):
+        return None
+    try:
+        if ts.timestamp() <= 0:
+            return None
+    except (OverflowError, OSError, ValueError):  # before what the platform's time functions handle
+        return None
+    return ts.strftime("%Y:%m:%d %H:%M:%S")
+
+
+def _merge_metadata(exif: CameraMetadata, raw: object) -> CameraMetadata:
+    """EXIF parsed from the file wins; LibRaw fills what it could not find (e.g. CR3)."""
+    other = raw.other  # type: ignore[attr-defined]
+    lens = raw.lens  # type: ignore[attr-defined]
+    stamp = _capture_time(getattr(other, "timestamp", None))
+
+    def pick(a: object, b: object) -> object:
+        return a if a not in (None, "", 0) else (b or None)
+
+    return CameraMetadata(
+        make=pick(exif.make, None),  # type: ignore[arg-type]
+        model=pick(exif.model, None),  # type: ignore[arg-type]
+        lens_model=pick(exif.lens_model, getattr(lens, "model", None)),  # type: ignore[arg-type]
+        exposure_time=pick(exif.exposure_time, getattr(other, "shutter_speed", None)),  # type: ignore[arg-type]
+        f_number=pick(exif.f_number, getattr(other, "aperture", None)),  # type: ignore[arg-type]
+        iso=pick(exif.iso, int(getattr(other, "iso_speed", 0) or 0)),  # type: ignore[arg-type]
+        focal_length=pick(exif.focal_length, getattr(other, "focal_length", None)),  # type: ignore[arg-type]
+        datetime_original=pick(exif.datetime_original, stamp),  # type: ignore[arg-type]
+    )
+
+
+def read_raw(path: str | os.PathLike[str], *, sensors: tuple[str, ...] = ("bayer", "xtrans")) -> RawFrame:
+    """Decode a RAW file; raise RawReadError / UnsupportedSensorError naming the file."""
+    p = Path(path)
+    check_input(p)
+    return decode_raw(p, sensors=sensors)
+
+
+def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans")) -> RawFrame:
+    """:func:`read_raw` for a path that :func:`check_input` has passed already."""
+    import rawpy
+
+    said: list[str] = []
+    try:
+        with _capture_c_stderr(said), rawpy.imread(str(p)) as raw:
+            sensor, letters, tile = _classify(raw, p)
+            if sensor not in sensors:
+                raise UnsupportedSensorError(f"{sensor} sensor is not supported here", p)
+            mosaic = np.array(raw.raw_image_visible, dtype=np.uint16, copy=True)
+            per_color = np.asarray(raw.black_level_per_channel, dtype=np.float32)
+            black = per_color[np.clip(tile, 0, len(per_color) - 1)]
+            white = int(raw.white_level)
+            flip = int(raw.sizes.flip)
+            camera = _merge_metadata(read_camera_metadata(p), raw)
+            camera_wb = _white_balance(raw)
+    except (UnsupportedSensorError, RawReadError):
+        raise
+    except rawpy.LibRawFileUnsupportedError as exc:
+        raise RawReadError("not a RAW file LibRaw can read (unknown or unsupported format)", p) from exc
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as exc:
+        detail = "; ".join(said) or _decode(exc)
+        raise RawReadError(f"truncated or corrupt RAW file ({detail})", p) from exc
+    except rawpy.LibRawError as exc:
+        raise RawReadError(f"LibRaw could not decode this file ({type(exc).__name__}: {_decode(exc)})", p) from exc
+    except OSError as exc:
+        raise RawReadError(f"cannot read: {exc.strerror or exc}", p) from exc
+    if mosaic.ndim != 2 or min(mosaic.shape) < 2:
+        raise RawReadError(f"image area {mosaic.shape} is too small", p)
+    if white <= float(black.max()):
+        raise RawReadError(f"white level {white} is not above the black level {float(black.max()):g}", p)
+    return RawFrame(p, mosaic, letters, sensor, black, white, flip, camera, camera_wb)
+
+
+def _white_balance(raw: object) -> tuple[float, float, float]:
+    try:
+        wb = [float(v) for v in raw.camera_whitebalance[:3]]  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return (1.0, 1.0, 1.0)
+    if wb[1] <= 0 or not all(np.isfinite(wb)) or min(wb) <= 0:
+        return (1.0, 1.0, 1.0)
+    return (wb[0] / wb[1], 1.0, wb[2] / wb[1])

@@ -1,0 +1,496 @@
+"""The model cache: where pretrained weights are kept, and the operations that fill and read it.
+
+Getting and checking the files is :mod:`seedark.models.fetch`'s (it knows nothing
+of the cache); this module decides when to fetch, installs what it gets, and loads.
+
+Layout, under :func:`cache_dir` (``$SEEDARK_HOME``, else platformdirs' user cache
+folder for ``seedark``)::
+
+    models/
+      sony.lock                 file lock: one process at a time writes models/sony/
+      sony/
+        model.safetensors       the converted network weights (float32, ~31 MB for sony)
+        provenance.json         where they came from, the pins, and their sha256
+        download/               only while a download is incomplete (index + *.part)
+      mine/                     an imported model, same shape
+
+What is kept: only the converted safetensors and its provenance record. The
+official TF files are deleted once converted: two thirds of the 87 MB data file
+is Adam optimizer state that inference never reads, and the provenance keeps the
+URLs and pins needed to fetch and check them again (``download_model(force=True)``).
+An interrupted download leaves ``download/*.part`` so the next attempt resumes;
+a ``.part`` is never loadable, is deleted as soon as it fails verification, and
+:func:`remove_model` deletes it. A model counts as cached only once
+``provenance.json`` exists, and that file is renamed into place last.
+
+``provenance.json`` holds: ``provenance_version``, ``name``, ``source`` ("download" or
+"import"), ``verified`` (checked against the registry pins or not), ``description``,
+``licence``, ``homepage``, ``mirror`` (downloads) or ``original_path`` /
+``original_format`` (imports), ``files`` (per official file: ``name``, ``urls``,
+``size``, ``pinned_sha256``, the actual ``sha256``, ``verified_by``), ``spec`` (network
+shape), ``created`` (UTC), and ``weights_file`` / ``weights_sha256`` / ``weights_size``
+for the converted file.
+
+Trust: the pinned sha256 of the official ``.index`` vouches for the per-tensor
+CRC32C values it records, and those verify the data file; nothing that failed a
+check is ever moved into ``models/``. The converted file's sha256 is recorded in
+``provenance.json`` and checked on every :func:`load_model`, so a corrupted or
+tampered entry is noticed and fetched again (registry models) or reported.
+
+Environment, read at call time: ``SEEDARK_HOME`` (cache root), ``SEEDARK_MIRROR``
+(where downloads come from: :mod:`seedark.models.fetch`), ``SEEDARK_OFFLINE=1``
+(never touch the network).
+
+Concurrency: everything that writes ``models/<name>/`` holds ``models/<name>.lock``
+(an OS lock, released even if the process dies). A second process that wants the
+same model waits, then finds it cached and downloads nothing. Readers take no lock:
+files are replaced atomically and a reader that catches a half-updated entry sees a
+hash mismatch and retries through the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
+
+from seedark._files import fsync_path, publish, temp_file
+from seedark.config import cache_dir, offline
+from seedark.errors import DownloadError, SeedarkError, UsageError, WeightsError
+from seedark.models import download as dl
+from seedark.models import fetch
+from seedark.models.registry import DEFAULT_MODEL, MODELS, ModelRecord
+from seedark.progress import ByteProgress
+
+if TYPE_CHECKING:
+    from seedark.models.weights import LoadedWeights
+
+log = logging.getLogger("seedark")
+
+
+WEIGHTS_NAME = "model.safetensors"
+PROVENANCE_NAME = "provenance.json"
+PROVENANCE_VERSION = 1
+DOWNLOAD_DIR = "download"
+#: Seconds to wait for another process holding a model's lock (a slow download) before giving up.
+LOCK_TIMEOUT = 3600.0
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def models_dir() -> Path:
+    return cache_dir() / "models"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where one model lives in the cache."""
+
+    name: str
+    dir: Path
+    weights: Path
+    provenance: Path
+    lock: Path
+    downloads: Path
+
+
+def model_files(name: str) -> ModelFiles:
+    _check_name(name)
+    root = models_dir()
+    d = root / name
+    return ModelFiles(name, d, d / WEIGHTS_NAME, d / PROVENANCE_NAME, root / f"{name}.lock", d / DOWNLOAD_DIR)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise UsageError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+
+
+def _imported_names() -> list[str]:
+    root = models_dir()
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    return [
+        d.name
+        for d in entries
+        if d.name not in MODELS and _NAME_RE.fullmatch(d.name) and (d / PROVENANCE_NAME).is_file()
+    ]
+
+
+def _resolve(name: str) -> ModelRecord | None:
+    """The registry record, None for a model imported into the cache, UsageError otherwise."""
+    _check_name(name)
+    record = MODELS.get(name)
+    if record is not None:
+        return record
+    if model_files(name).provenance.is_file():
+        return None
+    known = ", ".join(sorted(MODELS))
+    imported = _imported_names()
+    extra = f"; imported: {', '.join(imported)}" if imported else ""
+    raise UsageError(f"unknown model {name!r}; known models: {known}{extra}")
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def read_provenance(name: str) -> dict[str, Any] | None:
+    """The provenance record of a cached model, None if absent or unreadable."""
+    return _read_json(model_files(name).provenance)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _entry_problem(files: ModelFiles, record: ModelRecord | None) -> str | None:
+    """Why the cached entry can't be used (None when it's good); hashes the weights file."""
+    if not files.provenance.is_file():
+        return "not in the cache"
+    prov = _read_json(files.provenance)
+    if prov is None or not isinstance(prov.get("weights_sha256"), str):
+        return f"its provenance record {PROVENANCE_NAME} is unreadable"
+    try:
+        size = files.weights.stat().st_size
+    except OSError:
+        return f"{WEIGHTS_NAME} is missing"
+    if prov.get("weights_size") not in (None, size):
+        return f"{WEIGHTS_NAME} has {size:,} bytes, the provenance record says {prov['weights_size']:,}"
+    try:
+        digest = dl.hash_file(files.weights)
+    except OSError as exc:
+        return f"{WEIGHTS_NAME} is unreadable ({exc.strerror or exc})"
+    if digest != prov["weights_sha256"]:
+        return f"{WEIGHTS_NAME} has sha256 {digest}, the provenance record says {prov['weights_sha256']}"
+    if record is not None and prov.get("verified"):
+        pinned = {f.get("name"): (f.get("pinned_sha256"), f.get("size")) for f in prov.get("files", [])}
+        for f in record.files:
+            if pinned.get(f.name, (None, None)) != (f.sha256, f.size):
+                return "it was built from other files than this version of seedark pins"
+    return None
+
+
+def _provenance(name: str, origin: dict[str, Any], weights: LoadedWeights, weights_file: Path) -> dict[str, Any]:
+    """The whole record: ``origin`` (what fetch says of the source) plus the converted file's facts."""
+    s = weights.spec
+    return {
+        **origin,
+        "provenance_version": PROVENANCE_VERSION,
+        "name": name,
+        "weights_file": WEIGHTS_NAME,
+        "weights_sha256": dl.hash_file(weights_file),
+        "weights_size": weights_file.stat().st_size,
+        "spec": {"in_channels": s.in_channels, "width": s.width, "block": s.block, "packing": s.packing},
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+# --------------------------------------------------------------------------- locking and installing
+
+
+@contextlib.contextmanager
+def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
+    try:
+        files.lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(dl.os_error_reason(exc), files.lock.parent) from exc
+    lock = FileLock(files.lock)
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except LockTimeout:
+            log.info(
+                "another seedark process is working on the %s model; waiting for it (lock %s)", files.name, files.lock
+            )
+            lock.acquire(timeout=LOCK_TIMEOUT)
+    except LockTimeout:
+        raise error(
+            f"gave up after {LOCK_TIMEOUT:.0f} s waiting for another seedark process working on this model", files.lock
+        ) from None
+    except OSError as exc:
+        raise error(dl.os_error_reason(exc), files.lock) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _install(files: ModelFiles, weights: LoadedWeights, origin: dict[str, Any], error: type[SeedarkError]) -> Path:
+    """Convert ``weights`` into the cache with their provenance; call it holding the lock.
+
+    Both files are complete and fsync'ed under temporary names before either is
+    renamed: weights first, provenance last, since a model counts as cached only
+    once its provenance is in place.
+    """
+    try:
+        files.dir.mkdir(parents=True, exist_ok=True)
+        with temp_file(files.weights) as tmp_weights, temp_file(files.provenance) as tmp_prov:
+            fetch.weights_io().save_safetensors(weights, tmp_weights, metadata={"seedark_model": files.name})
+            fsync_path(tmp_weights)
+            record = _provenance(files.name, origin, weights, tmp_weights)
+            tmp_prov.write_bytes((json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            fsync_path(tmp_prov)
+            publish(tmp_weights, files.weights, overwrite=True)
+            publish(tmp_prov, files.provenance, overwrite=True)
+        fsync_path(files.dir)
+    except OSError as exc:
+        raise error(dl.os_error_reason(exc), files.dir) from exc
+    return files.weights
+
+
+def _cleanup_downloads(files: ModelFiles) -> None:
+    """Drop the download folder unless it holds a partial file worth resuming; drop an empty model folder."""
+    with contextlib.suppress(OSError):
+        if files.downloads.is_dir() and not any(p.name.endswith(".part") for p in files.downloads.iterdir()):
+            shutil.rmtree(files.downloads)
+    with contextlib.suppress(OSError):
+        files.dir.rmdir()  # only succeeds when empty: nothing else was cached here
+
+
+# --------------------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One row of ``seedark models list``."""
+
+    name: str
+    description: str
+    cached: bool
+    size: int | None  # bytes on disk when cached
+    path: Path | None  # the weights file when cached
+    imported: bool
+    verified: bool | None = None  # None when not cached
+    download_size: int | None = None  # what a download fetches (registry models)
+
+
+def list_models() -> list[ModelStatus]:
+    """Registry models (cached or not), then models imported into the cache. Does not hash anything."""
+    rows: list[ModelStatus] = []
+    for name, record in MODELS.items():
+        rows.append(_status(name, record.description, record.download_size))
+    for name in _imported_names():
+        prov = read_provenance(name) or {}
+        description = str(prov.get("description") or f"imported from {prov.get('original_path', '?')}")
+        rows.append(_status(name, description, None))
+    return rows
+
+
+def _status(name: str, description: str, download_size: int | None) -> ModelStatus:
+    files = model_files(name)
+    prov = _read_json(files.provenance) if files.provenance.is_file() else None
+    size: int | None = None
+    if prov is not None:
+        with contextlib.suppress(OSError):
+            size = files.weights.stat().st_size
+    cached = prov is not None and size is not None
+    return ModelStatus(
+        name=name,
+        description=description,
+        cached=cached,
+        size=size if cached else None,
+        path=files.weights if cached else None,
+        imported=bool(prov and prov.get("source") == "import"),
+        verified=bool(prov.get("verified")) if cached and prov is not None else None,
+        download_size=download_size,
+    )
+
+
+def manual_instructions(name: str) -> str:
+    """How to install a registry model by hand: the exact URLs, where they go, the import command."""
+    _check_name(name)
+    record = MODELS.get(name)
+    if record is None:
+        raise UsageError(f"{name!r} is not a downloadable model; known models: {', '.join(sorted(MODELS))}")
+    return fetch.manual_steps(record, model_files(name).dir)
+
+
+def load_model(
+    name: str | None = None, *, download: bool = True, progress: ByteProgress | None = None
+) -> LoadedWeights:
+    """The weights of a cached model (default ``sony``), downloading a registry model on first use.
+
+    The converted file is hashed and checked against its provenance record every
+    time. A corrupt registry model is fetched again when ``download`` allows;
+    otherwise, and for imported models, WeightsError says how to repair it.
+    """
+    name = name or DEFAULT_MODEL
+    record = _resolve(name)
+    files = model_files(name)
+    problem = _entry_problem(files, record)
+    if problem is None:
+        return fetch.weights_io().load_safetensors(files.weights)
+    cached = files.provenance.is_file()
+    if record is None or not download or (cached and offline()):
+        raise _unusable(files, record, problem, cached)
+    if cached:
+        log.info("the cached %s model is corrupt (%s); downloading it again", name, problem)
+    elif not offline():  # offline, download_model explains why nothing is fetched
+        _announce_first_download(record, files)
+    download_model(name, progress=progress)
+    problem = _entry_problem(files, record)
+    if problem is not None:  # pragma: no cover - only if the disk changes under us
+        raise WeightsError(f"the freshly downloaded {name} model fails its check ({problem})", files.weights)
+    return fetch.weights_io().load_safetensors(files.weights)
+
+
+def _unusable(files: ModelFiles, record: ModelRecord | None, problem: str, cached: bool) -> WeightsError:
+    """The error for an entry that is missing or corrupt and won't be downloaded now, with how to fix it."""
+    name = files.name
+    if not cached:
+        return WeightsError(
+            f"the {name} model is not in the cache; run `seedark models download {name}`\n\n"
+            + manual_instructions(name),
+            files.weights,
+        )
+    fix = f"`seedark models download {name}`" if record is not None else "import it again"
+    return WeightsError(
+        f"the cached {name} model is corrupt ({problem}); run `seedark models remove {name}` and then {fix}",
+        files.weights,
+    )
+
+
+def _announce_first_download(record: ModelRecord, files: ModelFiles) -> None:
+    size = f" ({record.download_size / 1e6:.1f} MB)" if record.download_size else ""
+    hosts = sorted({urlsplit(u).netloc for f in fetch.sources(record) for u in f.urls[:1]})
+    log.info(
+        "the %s model is not in the cache yet: downloading it once%s from %s into %s",
+        record.name,
+        size,
+        ", ".join(hosts),
+        files.dir,
+    )
+
+
+def download_model(name: str, *, force: bool = False, progress: ByteProgress | None = None) -> Path:
+    """Make sure registry model ``name`` is cached (verified and converted); return its weights file.
+
+    Does nothing when a valid entry exists (unless ``force``). Raises DownloadError
+    whose reason ends with :func:`manual_instructions` when the files can't be fetched
+    or fail verification; nothing is cached then.
+    """
+    _check_name(name)
+    record = MODELS.get(name)
+    files = model_files(name)
+    if record is None:
+        if files.provenance.is_file():
+            raise UsageError(f"{name!r} is an imported model; there is nothing to download for it")
+        raise UsageError(f"unknown model {name!r}; downloadable models: {', '.join(sorted(MODELS))}")
+    fetch.checkpoint_files(record)  # a malformed registry entry is a usage error, offline too
+    if offline():
+        if not force and _entry_problem(files, record) is None:
+            return files.weights
+        raise DownloadError(
+            f"offline mode (SEEDARK_OFFLINE is set): cannot download the {name} model\n\n{manual_instructions(name)}",
+            files.weights,
+        )
+    with _locked(files, DownloadError):
+        if not force and _entry_problem(files, record) is None:
+            log.info("the %s model is already in the cache: %s", name, files.weights)
+            return files.weights
+        try:
+            return _download_locked(record, files, progress)
+        except DownloadError as exc:
+            raise DownloadError(f"{exc.reason}\n\n{manual_instructions(name)}", exc.path) from exc
+        except WeightsError as exc:
+            raise DownloadError(
+                f"the downloaded {name} checkpoint was refused: {exc.reason}\n\n{manual_instructions(name)}", exc.path
+            ) from exc
+        finally:
+            _cleanup_downloads(files)
+
+
+def _download_locked(record: ModelRecord, files: ModelFiles, progress: ByteProgress | None) -> Path:
+    weights, origin = fetch.fetch_official(record, files.downloads, progress)
+    path = _install(files, weights, origin, DownloadError)
+    shutil.rmtree(files.downloads, ignore_errors=True)  # the TF files are not kept: see the module docstring
+    log.info("the %s model is ready: %s", record.name, path)
+    return path
+
+
+def import_model(name: str, path: str | os.PathLike[str], *, unverified: bool = False) -> Path:
+    """Put weights obtained by hand into the cache; return the cached weights file.
+
+    For a registry model, ``path`` is an official TF checkpoint (folder, prefix or
+    ``.index``) checked against the same pins as a download. With
+    ``unverified=True``, ``name`` must be new and ``path`` may be any TF checkpoint
+    or seedark ``.safetensors`` file that fits the network.
+    """
+    _check_name(name)
+    src = Path(path).expanduser()
+    record = MODELS.get(name)
+    if unverified:
+        if record is not None:
+            raise UsageError(
+                f"{name!r} is an official model: import the official checkpoint without --unverified "
+                "(it is then checked against the official checksums), or choose another name for your own weights"
+            )
+        weights, origin = fetch.read_own(src)
+    else:
+        if record is None:
+            raise UsageError(
+                f"{name!r} is not an official model ({', '.join(sorted(MODELS))}); "
+                "to import your own weights under a new name, mark them unverified (--unverified)"
+            )
+        weights, origin = fetch.read_official(record, src)
+    files = model_files(name)
+    with _locked(files, WeightsError):
+        out = _install(files, weights, origin, WeightsError)
+    log.info("imported %s as the %s model: %s", src, name, out)
+    return out
+
+
+def remove_model(name: str) -> bool:
+    """Delete a model from the cache (partial downloads included); False if it wasn't there."""
+    files = model_files(name)
+    if not files.dir.exists():
+        return False
+    with _locked(files, WeightsError):
+        try:
+            shutil.rmtree(files.dir)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise WeightsError(dl.os_error_reason(exc), files.dir) from exc
+    log.info("removed the %s model from %s", name, files.dir)
+    return True
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelFiles",
+    "ModelStatus",
+    "cache_dir",
+    "download_model",
+    "import_model",
+    "list_models",
+    "load_model",
+    "manual_instructions",
+    "model_files",
+    "models_dir",
+    "read_provenance",
+    "remove_model",
+]

@@ -1,0 +1,1 @@
+"""Running the network: devices, exact tiles, back ends and the Engine."""

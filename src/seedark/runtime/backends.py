@@ -1,0 +1,477 @@
+"""Back ends that run the SID network on one tile: lean PyTorch and (optional) OpenVINO.
+
+A back end takes an ``h x w x C`` float32 tile (a view into the packed frame) and
+writes the clipped ``(b*h) x (b*w) x 3`` network output, cropped to the tile's
+core, into a destination array: float32, or uint8/uint16 quantised on the spot
+(so a frame's output never exists as float32 in full). :class:`seedark.runtime.engine.Engine` plans the tiles
+and picks the back end (:func:`select_backend`):
+
+* ``pytorch``: the network with a memory-lean forward (in-place activations, every
+  intermediate freed as soon as it is consumed: ~520 instead of ~920 bytes per
+  packed pixel at width 32), channels_last on CPU and CUDA.
+* ``openvino`` (``pip install seedark[openvino]``): the same module converted once
+  to OpenVINO IR, cached under ``<cache>/engines/``, compiled for one static tile
+  shape (static shapes let OpenVINO plan its memory: ~590 bytes per pixel against
+  ~960 for a dynamic-shape model), with compiled blobs cached by OpenVINO itself.
+
+Both compute what :class:`seedark.models.network.SIDUNet` computes (tests/test_engines.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seedark import config
+from seedark._files import PART_SUFFIX, atomic_folder
+from seedark._version import __version__
+from seedark.config import cache_dir
+from seedark.errors import DeviceError, UsageError
+from seedark.imaging import quantise
+from seedark.models import network
+from seedark.models.network import LEAKY_SLOPE, LEVELS, SIDUNet, depth_to_space_tf
+from seedark.models.weights import LoadedWeights
+from seedark.runtime.devices import precision_name
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+log = logging.getLogger("seedark")
+
+BACKENDS = ("auto", "pytorch", "openvino")
+#: OpenVINO's pooling refuses a 2-wide window over a 1-pixel map; below this side, tiles run on PyTorch.
+OV_MIN_SIDE = 16
+#: Under this many packed pixels a frame runs on PyTorch even when OpenVINO is the engine: converting
+#: (seconds, once per weights) and compiling a new shape (~0.4 s) would cost more than the whole inference.
+OV_MIN_PIXELS = 512 * 512
+#: Converted models and compiled blobs kept in the cache; older ones are removed.
+KEEP_CONVERTED = 8
+KEEP_COMPILED = 24
+#: Weights that come from a file are worth converting to disk; training snapshots and random weights are not.
+PERSISTENT_KINDS = ("tensorflow", "safetensors")
+
+
+class Backend(Protocol):
+    name: str
+    precision: str
+    #: What the process holds for the model itself (weights, runtime), beyond the activations.
+    model_bytes: int
+
+    def bytes_per_pixel(self) -> float:
+        """Peak activation bytes per packed pixel of a tile (measured; docs/performance.md)."""
+        ...
+
+    def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
+        """Write clip(net(tile))[oy:oy+dh, ox:ox+dw] into ``dest`` (dh x dw x 3; see :func:`write_core`)."""
+        ...
+
+    def release(self) -> None:
+        """Give back activation memory between frames (the file is written meanwhile)."""
+        ...
+
+
+def release_heap(*, collect: bool = True) -> None:
+    """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere), after
+    collecting garbage unless ``collect`` is False (a full collection takes ~0.1 s
+    once torch is loaded).
+
+    Freed small and medium blocks stay in the process (and in its RSS) otherwise,
+    on top of everything the frame allocates later.
+    """
+    if collect:
+        gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def write_core(core: np.ndarray, dest: np.ndarray) -> None:
+    """Network output ``core`` into ``dest``: float32 clipped to [0, 1], or uint8/uint16 quantised.
+
+    Quantising here gives exactly the samples ``write_image`` would give for the
+    float image (``quantise`` clips and rounds per sample).
+    """
+    if dest.dtype == np.float32:
+        np.clip(core, 0.0, 1.0, out=dest)
+    elif dest.dtype in (np.uint8, np.uint16):
+        quantise(core, 8 * dest.dtype.itemsize, out=dest)
+    else:
+        raise ValueError(f"output must be float32, uint8 or uint16, not {dest.dtype}")
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+def lean_forward(net: SIDUNet, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)``, bit for bit, holding about half the activations at the peak.
+
+    SIDUNet.forward keeps every conv output alive next to its activation and the
+    upsampled tensor next to the concatenation; at full resolution each of those
+    is 128 bytes per packed pixel. Here activations are in place and every
+    intermediate is released as soon as the next op has consumed it.
+    """
+    skips: list[torch.Tensor] = []
+    for level in range(LEVELS):
+        if level:
+            x = F.max_pool2d(x, 2, 2, ceil_mode=True)
+        x = F.leaky_relu_(getattr(net, f"g_conv{level + 1}_1")(x), LEAKY_SLOPE)
+        x = F.leaky_relu_(getattr(net, f"g_conv{level + 1}_2")(x), LEAKY_SLOPE)
+        skips.append(x)
+    skips.pop()
+    for idx in range(6, 10):
+        skip = skips.pop()
+        up = getattr(net, f"up{idx}")(x)
+        del x
+        cat = torch.cat([up[:, :, : skip.shape[2], : skip.shape[3]], skip], dim=1)
+        del up, skip
+        x = F.leaky_relu_(getattr(net, f"g_conv{idx}_1")(cat), LEAKY_SLOPE)
+        del cat
+        x = F.leaky_relu_(getattr(net, f"g_conv{idx}_2")(x), LEAKY_SLOPE)
+    return depth_to_space_tf(net.g_conv10(x), net.spec.block)
+
+
+class TorchBackend:
+    """The network in eager PyTorch on any device, in the device's fast layout."""
+
+    name = "pytorch"
+
+    def __init__(self, weights: LoadedWeights, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.spec = weights.spec
+        # oneDNN (CPU) and cuDNN (CUDA) convolutions are fastest on NHWC; MPS support for it is patchy.
+        self.layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+        net = weights.build().to(device=device, dtype=dtype)
+        self.net: SIDUNet = net.to(memory_format=self.layout)  # type: ignore[call-overload]  # stubs lack it
+        if device.type == "cuda":
+            # Tiles have one fixed shape per frame size, so cuDNN's autotuning is paid once per shape.
+            torch.backends.cudnn.benchmark = True
+        # fp64 only serves tests that prove tiling exact beyond float32 rounding.
+        self.precision = precision_name(dtype)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        # The module's parameters, plus the caller's copy of the weights when they are on the same device.
+        self.model_bytes = 2 * sum(v.numel() for v in weights.state.values()) * itemsize
+
+    def bytes_per_pixel(self) -> float:
+        # Width 32, fp32, CPU: 518 B/px for the forward alone and up to 645 B/px measured inside
+        # `seedark enhance` (allocator slack): the decoder's full-resolution concat (64 channels), the
+        # skip and one conv output, then the output planes. Scaled by width and element size.
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return (560.0 * self.spec.width / 32 + 64.0) * itemsize / 4 + 16
+
+    def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(tile, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+            x = x.to(self.device, self.dtype).contiguous(memory_format=self.layout)
+            y = lean_forward(self.net, x)
+            del x
+            dh, dw = dest.shape[:2]
+            core = y[0, :, oy : oy + dh, ox : ox + dw].permute(1, 2, 0)
+            if dest.dtype == np.float32:
+                out = torch.from_numpy(dest)
+                out.copy_(core)  # device -> host and dtype -> float32 in one step
+                out.clamp_(0.0, 1.0)
+            else:
+                write_core(core.to("cpu", torch.float32).numpy(), dest)
+
+    def release(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- OpenVINO
+
+
+def openvino_installed() -> bool:
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):  # a broken or half-removed install
+        return False
+
+
+def _openvino() -> ModuleType:
+    import openvino
+
+    return openvino
+
+
+_CORE: Any = None
+
+
+def _ov_core() -> Any:
+    """One OpenVINO Core per process (it owns the thread pool and the plugin)."""
+    global _CORE
+    if _CORE is None:
+        _CORE = _openvino().Core()
+    return _CORE
+
+
+def openvino_has_native_bf16() -> bool:
+    try:
+        caps = _ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # any failure of the plugin means "no"
+        return False
+    return "BF16" in [str(c) for c in caps]
+
+
+def weights_digest(weights: LoadedWeights) -> str:
+    """Content hash of the network: spec, tensors and the code that defines the graph."""
+    h = hashlib.sha256()
+    spec = weights.spec
+    h.update(f"{spec.in_channels}/{spec.width}/{spec.block}/seedark-{__version__}".encode())
+    # A fix to the network's semantics must not reuse a graph converted from the old code.
+    h.update(Path(network.__file__).read_bytes())
+    for key in sorted(weights.state):
+        h.update(key.encode())
+        h.update(weights.state[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def engines_dir() -> Path:
+    """``<cache>/engines``: converted models and compiled blobs; always safe to delete."""
+    return cache_dir() / "engines"
+
+
+def _is_digest(path: Path) -> bool:
+    return len(path.name) == 24 and all(c in "0123456789abcdef" for c in path.name)
+
+
+def _is_leftover(path: Path) -> bool:
+    """A hidden temporary folder of an unfinished conversion (``*.part``, or ``.tmp-*`` as older caches have them)."""
+    return path.name.startswith(".") and (path.name.endswith(PART_SUFFIX) or path.name.startswith(".tmp-"))
+
+
+def _prune(folder: Path, keep: int, wanted: Callable[[Path], bool] = lambda _p: True) -> None:
+    """Remove all but the ``keep`` most recently used entries of ``folder`` that are ``wanted``,
+    and conversions that a killed process left half-written more than an hour ago."""
+    try:
+        children = list(folder.iterdir())
+        entries = sorted((p for p in children if wanted(p)), key=lambda p: p.stat().st_mtime, reverse=True)
+        stale = [p for p in children if _is_leftover(p) and p.stat().st_mtime < time.time() - 3600]
+    except OSError:
+        return
+    for old in entries[keep:] + stale:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def convert_network(weights: LoadedWeights) -> Any:
+    """The network as an OpenVINO model with dynamic H and W (traces the module: seconds)."""
+    ov = _openvino()
+    net = weights.build()
+    example = torch.zeros(1, weights.spec.in_channels, 64, 64)
+    with torch.no_grad():
+        return ov.convert_model(
+            net, example_input=example, input=[ov.PartialShape([1, weights.spec.in_channels, -1, -1])]
+        )
+
+
+def _read_ir(entry: Path) -> Any | None:
+    """The converted model stored under ``entry``; None when there is none or it is unreadable."""
+    xml = entry / "model.xml"
+    if not xml.is_file():
+        return None
+    try:
+        model = _ov_core().read_model(str(xml))
+    except RuntimeError as exc:
+        log.debug("cached OpenVINO model unreadable (%s); converting again", exc)
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(entry)  # recently used: _prune keeps it
+    log.debug("OpenVINO model from the cache: %s", entry)
+    return model
+
+
+def _save_ir(model: Any, entry: Path) -> bool:
+    """Store the converted model under ``entry``, replacing an unreadable one; False if the cache is not writable."""
+    try:
+        with atomic_folder(entry) as tmp:
+            # fp16 compression is on by default and would change the results; the weights stay fp32.
+            _openvino().save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+    except OSError as exc:
+        log.debug("could not cache the OpenVINO model (%s); it will be converted again next time", exc)
+        return False
+    _prune(entry.parent, KEEP_CONVERTED, _is_digest)
+    return True
+
+
+class OpenVINOBackend:
+    """The network converted to OpenVINO, compiled per tile shape, on the CPU.
+
+    Each step is done once and kept: the weights converted to OpenVINO IR
+    (:meth:`model`, stored on disk per weights digest when they come from a file),
+    the IR compiled for one static tile shape (:meth:`compiled`, the last two shapes
+    kept in memory, their blobs on disk by OpenVINO itself), then each tile run on
+    a compiled request (:meth:`run_tile`).
+    """
+
+    name = "openvino"
+
+    def __init__(self, weights: LoadedWeights, precision: str = "fp32", *, persist: bool | None = None) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise DeviceError(f"OpenVINO runs fp32 or bf16 on the CPU, not {precision}")
+        if precision == "bf16" and not openvino_has_native_bf16():
+            raise DeviceError("bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); use fp32")
+        self.weights = weights
+        self.spec = weights.spec
+        self.precision = precision
+        self.persist = weights.kind in PERSISTENT_KINDS if persist is None else persist
+        self.version = _openvino().get_version().split("-")[0]
+        self._model: Any = None
+        self._compiled: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
+        self._fallback: TorchBackend | None = None
+        # Measured for width 32: the runtime (~120 MB once compiled) and about five copies of the
+        # weights (caller's, converted model, compiled and repacked, I/O buffers).
+        self.model_bytes = 120_000_000 + 5 * sum(v.numel() for v in weights.state.values()) * 4
+        #: Seconds spent converting / compiling (for the benchmark and docs).
+        self.timings: dict[str, float] = {}
+
+    # -- the converted model
+
+    def _folder(self) -> Path:
+        return engines_dir() / f"openvino-{self.version}"
+
+    def _convert(self) -> Any:
+        return convert_network(self.weights)
+
+    def model(self) -> Any:
+        """The converted model (dynamic H and W): from the cache, else converted (and cached)."""
+        if self._model is None:
+            self._model = self._load_or_convert()
+        return self._model
+
+    def _load_or_convert(self) -> Any:
+        start = time.perf_counter()
+        entry = self._folder() / weights_digest(self.weights)
+        model = _read_ir(entry) if self.persist else None
+        if model is not None:
+            self.timings["load_ir"] = time.perf_counter() - start
+            return model
+        log.info("preparing the OpenVINO engine (once per model)")
+        model = self._convert()
+        if self.persist and _save_ir(model, entry):
+            # Compile what later runs will read, so that OpenVINO's blob cache recognises it then.
+            stored = _read_ir(entry)
+            model = model if stored is None else stored
+        release_heap()  # tracing leaves ~100 MB of freed heap that would otherwise add to the frame's peak
+        self.timings["convert"] = time.perf_counter() - start
+        return model
+
+    # -- compiled shapes
+
+    def compiled(self, height: int, width: int) -> Any:
+        """The network compiled for one static ``height x width`` tile (kept for the last 2 shapes)."""
+        key = (height, width)
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return self._compiled[key][0]
+        compiled = self._compile(height, width)
+        request = compiled.create_infer_request()
+        self._compiled[key] = (request, compiled)
+        while len(self._compiled) > 2:
+            self._compiled.popitem(last=False)
+        return request
+
+    def _compile(self, height: int, width: int) -> Any:
+        model = self.model().clone()
+        model.reshape([1, self.spec.in_channels, height, width])
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        blobs = self._folder() / "compiled"
+        if self.persist:
+            with contextlib.suppress(OSError):
+                blobs.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(blobs)
+        start = time.perf_counter()
+        compiled = _ov_core().compile_model(model, "CPU", config)
+        self.timings["compile"] = self.timings.get("compile", 0.0) + time.perf_counter() - start
+        if self.persist:
+            _prune(blobs, KEEP_COMPILED)
+        return compiled
+
+    # -- running
+
+    def bytes_per_pixel(self) -> float:
+        # Measured 589 B/px at width 32, fp32, static shape (~960 with dynamic shapes; docs/performance.md).
+        scale = 0.5 if self.precision == "bf16" else 1.0
+        return (520.0 * self.spec.width / 32 + 64.0) * scale + 16
+
+    def torch_fallback(self) -> TorchBackend:
+        """PyTorch on the CPU in fp32, for frames too small to be worth compiling for."""
+        if self._fallback is None:
+            self._fallback = TorchBackend(self.weights, torch.device("cpu"), torch.float32)
+        return self._fallback
+
+    def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
+        h, w = tile.shape[:2]
+        if min(h, w) < OV_MIN_SIDE:
+            self.torch_fallback().run_tile(tile, dest, oy, ox)
+            return
+        request = self.compiled(h, w)
+        x = np.ascontiguousarray(np.asarray(tile, dtype=np.float32).transpose(2, 0, 1))[None]
+        request.infer({0: x}, share_inputs=True, share_outputs=True)
+        y = request.get_output_tensor(0).data  # 1 x 3 x bh x bw, owned by the request
+        dh, dw = dest.shape[:2]
+        write_core(y[0, :, oy : oy + dh, ox : ox + dw].transpose(1, 2, 0), dest)
+
+    def release(self) -> None:
+        # A compiled model keeps its activation memory (~600 B/px) until told otherwise; the
+        # next frame allocates it again in a fraction of a second.
+        for _request, compiled in self._compiled.values():
+            with contextlib.suppress(AttributeError, RuntimeError):
+                compiled.release_memory()
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def requested_backend(name: str | None) -> str:
+    spec = (name or "auto").strip().lower()
+    if spec == "auto":
+        spec = config.engine()
+    if spec not in BACKENDS:
+        raise UsageError(f"unknown engine {spec!r}; use {', '.join(BACKENDS)}")
+    return spec
+
+
+def select_backend(
+    weights: LoadedWeights, device: torch.device, dtype: torch.dtype, name: str | None = "auto"
+) -> Backend:
+    """The fastest back end for this device and precision (docs/performance.md).
+
+    ``auto``: OpenVINO on the CPU when it is installed and can run the precision,
+    otherwise PyTorch. ``openvino`` asked for by name and unusable is an error.
+    """
+    want = requested_backend(name)
+    precision = precision_name(dtype)
+    if want == "openvino":
+        if device.type != "cpu":
+            raise DeviceError(f"the OpenVINO engine runs on the CPU, not {device}")
+        if not openvino_installed():
+            raise DeviceError("the OpenVINO engine is not installed (pip install 'seedark[openvino]')")
+        return OpenVINOBackend(weights, precision)
+    if want == "auto" and device.type == "cpu" and openvino_installed():
+        try:
+            if precision == "fp32" or (precision == "bf16" and openvino_has_native_bf16()):
+                return OpenVINOBackend(weights, precision)
+        except (ImportError, RuntimeError, DeviceError) as exc:
+            log.warning("OpenVINO is installed but unusable (%s); using PyTorch", exc)
+    return TorchBackend(weights, device, dtype)

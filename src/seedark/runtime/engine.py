@@ -1,0 +1,356 @@
+"""Running the network over a packed frame: engine, precision, tiles and memory.
+
+:class:`Engine` is prepared once (back end chosen, weights on the device in the
+chosen precision) and then reused for every frame of a batch. Frames are cut
+into tiles of **one fixed shape** (:func:`plan_tiles_fixed`), so a compiled
+engine compiles once per frame size and a batch from one camera compiles once.
+Tiled output equals whole-frame output (docs/tiling.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, cast
+
+import numpy as np
+import torch
+
+from seedark.errors import UnsupportedSensorError, UsageError
+from seedark.imaging import apply_orientation, sample_dtype
+from seedark.models.cache import load_model
+from seedark.models.registry import default_model_for
+from seedark.models.weights import LoadedWeights, load_weights
+from seedark.packing import PackedFrame
+from seedark.prepare import Prepared
+from seedark.progress import ByteProgress, ProgressFn
+from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
+from seedark.runtime.devices import available_memory, resolve_device, resolve_precision
+from seedark.runtime.tiling import TilePlan, iter_tiles, plan_for_budget, plan_tiles_fixed
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
+
+log = logging.getLogger("seedark")
+
+SENSOR_NAMES = {"bayer": "a Bayer", "xtrans": "an X-Trans"}
+
+#: Share of free memory ``--tile auto`` lets one tile's activations use.
+AUTO_MEMORY_SHARE = 0.5
+#: ``--tile auto`` on the CPU keeps the whole process under this peak (the 1.5 GB goal, less headroom).
+AUTO_PEAK_TARGET = 1_400_000_000
+#: Tiles never get less than this under ``auto`` (memory allowing): smaller tiles are mostly overlap
+#: (+73 % work at 400 MB, +115 % at 250 MB), so a frame too big for the target costs memory, not hours.
+AUTO_MIN_BUDGET = 400_000_000
+#: Resident size of ``seedark enhance`` before the model: Python, numpy, torch, rawpy (measured 235-265 MB).
+PROCESS_BYTES = 260_000_000
+
+
+def parse_tile(value: str | int | None) -> int | None:
+    """``auto`` -> None, ``0`` -> whole frame, ``N`` -> core size in packed pixels."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        tile = value
+    else:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        try:
+            tile = int(text)
+        except ValueError as exc:
+            raise UsageError(f"tile must be auto, 0 or a positive size in packed pixels, got {value!r}") from exc
+    if tile < 0:
+        raise UsageError(f"tile must be auto, 0 or a positive size, got {tile}")
+    return tile
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    device: str
+    precision: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """A device and a precision it can run: ``auto|cpu|cuda[:N]|mps`` and ``auto|fp32|bf16|fp16`` resolved."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "auto") -> Target:
+        where = resolve_device(device)
+        return cls(where, resolve_precision(precision, where))
+
+
+class LoadKwargs(TypedDict, total=False):
+    """Keywords that say where the network runs (:func:`load_engine`); defaults: :class:`EngineOptions`'s."""
+
+    model: str | None
+    device: str
+    precision: str
+    backend: str
+    download_progress: ByteProgress | None
+
+
+class EngineKwargs(LoadKwargs, total=False):
+    """The engine keywords of the public functions (``enhance(path, device="cpu", tile=512)``), declared once."""
+
+    weights: str | os.PathLike[str] | LoadedWeights | None
+    tile: str | int | None
+    progress: ProgressFn | None
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which network runs, where and how: the options every command that enhances shares.
+
+    One object instead of the same keywords in every signature (``--weights``, ``--model``,
+    ``--device``, ``--precision``, ``--engine`` → ``backend``, ``--tile``, and the progress
+    callbacks). Build it with :meth:`from_kwargs`, which checks what can be checked without
+    torch or the file: ``tile`` is stored parsed (None = auto, 0 = whole frame, N = core side).
+    """
+
+    weights: str | os.PathLike[str] | LoadedWeights | None = None
+    model: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    backend: str = "auto"
+    tile: int | None = None
+    progress: ProgressFn | None = None
+    download_progress: ByteProgress | None = None
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Unpack[EngineKwargs]) -> EngineOptions:
+        """The options from the public keywords (an unknown keyword is a TypeError, as in any call)."""
+        if kwargs.get("weights") is not None and kwargs.get("model") is not None:
+            raise UsageError("give either --weights or --model, not both")
+        given = cast("dict[str, Any]", dict(kwargs))
+        given["tile"] = parse_tile(given.get("tile", "auto"))
+        return cls(**given)
+
+    @property
+    def picks_model(self) -> bool:
+        """Neither weights nor a model given: the model is the one made for the file's sensor."""
+        return self.weights is None and self.model is None
+
+    def with_weights_loaded(self) -> EngineOptions:
+        """Weights given as a path read now, so that an engine per sensor kind reads them once."""
+        if isinstance(self.weights, (str, os.PathLike)):
+            return replace(self, weights=load_weights(self.weights))
+        return self
+
+
+class Engine:
+    """A SID network ready to run on one device in one precision.
+
+    ``backend``: ``auto`` (OpenVINO on the CPU when installed, else PyTorch;
+    ``$SEEDARK_ENGINE`` overrides), ``pytorch`` or ``openvino``.
+    """
+
+    def __init__(
+        self, weights: LoadedWeights, *, device: str = "auto", precision: str = "auto", backend: str = "auto"
+    ) -> None:
+        self._setup(weights, Target.resolve(device, precision), backend)
+
+    @classmethod
+    def on(cls, weights: LoadedWeights, target: Target, backend: str = "auto") -> Engine:
+        """An engine on a device and precision resolved already (:func:`engine_for` resolves them
+        before loading the weights, so that a missing GPU is reported before any download)."""
+        engine = cls.__new__(cls)
+        engine._setup(weights, target, backend)
+        return engine
+
+    def _setup(self, weights: LoadedWeights, target: Target, backend: str) -> None:
+        self.device = target.device
+        self.dtype = target.dtype
+        self.spec = weights.spec
+        self.source = weights.source
+        self.backend: Backend = select_backend(weights, self.device, self.dtype, backend)
+        self.info = EngineInfo(str(self.device), self.backend.precision, self.backend.name)
+
+    @property
+    def bytes_per_pixel(self) -> float:
+        """Peak activation bytes per packed pixel of a tile (measured; docs/performance.md)."""
+        return self.backend.bytes_per_pixel()
+
+    def frame_bytes_per_pixel(self, bits: int | None = None, held_input: bool = True) -> int:
+        """What a frame holds per packed pixel while it is enhanced: the decoded mosaic (uint16),
+        the output (float32, or ``bits``-bit samples) and, unless the input is a
+        :class:`PackedFrame` (``held_input=False``), the float32 packed input."""
+        b, c = self.spec.block, self.spec.in_channels
+        sample = 4 if bits is None else bits // 8
+        return (4 * c if held_input else 0) + sample * 3 * b * b + 2 * b * b
+
+    def tile_budget(
+        self, height: int, width: int, bits: int | None = None, held_input: bool = True, reserve: int = 0
+    ) -> float:
+        """Bytes ``--tile auto`` lets one tile's activations take for an ``height x width`` frame.
+
+        ``reserve``: host memory the caller holds besides this frame (``batch``: the
+        frames decoded ahead and the image being written), left free on the CPU.
+        """
+        budget = available_memory(self.device) * AUTO_MEMORY_SHARE
+        if self.device.type == "cpu":
+            # Everything lives in RAM: keep the whole process, frame and model included, under the target.
+            per_pixel = self.frame_bytes_per_pixel(bits, held_input)
+            held = PROCESS_BYTES + self.backend.model_bytes + height * width * per_pixel + reserve
+            budget = min(budget, max(AUTO_PEAK_TARGET - held, AUTO_MIN_BUDGET))
+        return budget
+
+    def plan(
+        self,
+        height: int,
+        width: int,
+        tile: int | None = None,
+        bits: int | None = None,
+        held_input: bool = True,
+        reserve: int = 0,
+    ) -> TilePlan:
+        """Tiles for a packed ``height x width`` frame: None = auto, 0 = whole frame, N = core side.
+
+        What ``auto`` counts in the memory it plans for: ``bits``, the output's samples (None:
+        float32), ``held_input``, whether the float32 packed input is held whole (an array)
+        or packed per tile (a :class:`PackedFrame`), and ``reserve`` (see :meth:`tile_budget`).
+        """
+        if tile is not None:
+            return plan_tiles_fixed(height, width, tile)
+        budget = self.tile_budget(height, width, bits, held_input, reserve)
+        return plan_for_budget(height, width, budget, self.bytes_per_pixel)
+
+    def _backend_for(self, height: int, width: int) -> Backend:
+        if isinstance(self.backend, OpenVINOBackend) and height * width < OV_MIN_PIXELS:
+            return self.backend.torch_fallback()
+        return self.backend
+
+    def run(
+        self,
+        packed: np.ndarray | PackedFrame,
+        *,
+        tile: int | None = None,
+        progress: ProgressFn | None = None,
+        bits: int | None = None,
+        reserve: int = 0,
+    ) -> np.ndarray:
+        """Network output for an amplified H x W x C packed array: (bH) x (bW) x 3.
+
+        The contract: ``packed`` is float32 (any strides, or a :class:`PackedFrame`
+        that packs each tile's window when it is needed), already amplified and
+        clipped to [0, 1], H and W of any size (no padding is needed or added). The
+        output is clipped to [0, 1]: float32 when ``bits`` is None, else uint8/uint16
+        samples quantised tile by tile exactly as ``seedark.io.image.quantise`` would
+        quantise the float output (a 60 MP frame then holds 180 or 360 MB of output
+        instead of 720 MB). ``tile``: None = auto, 0 = whole frame, N = core side in
+        packed pixels. ``reserve``: bytes held elsewhere that ``auto`` leaves free.
+        """
+        if packed.ndim != 3 or packed.shape[2] != self.spec.in_channels:
+            raise ValueError(f"expected H x W x {self.spec.in_channels} input, got {packed.shape}")
+        dtype = np.float32 if bits is None else sample_dtype(bits)
+        h, w, _ = packed.shape
+        b = self.spec.block
+        plan = self.plan(h, w, tile, bits, held_input=not isinstance(packed, PackedFrame), reserve=reserve)
+        backend = self._backend_for(h, w)
+        log.debug(
+            "%s: %d tile(s) of %dx%d packed px for a %dx%d frame (%.0f%% extra work for the overlaps)",
+            backend.name,
+            len(plan.tiles),
+            *plan.extent,
+            h,
+            w,
+            100 * (plan.pixels / (h * w) - 1),
+        )
+        out = np.empty((h * b, w * b, 3), dtype=dtype)
+        try:
+            for t in iter_tiles(plan.tiles, progress):
+                dest = out[t.cy0 * b : t.cy1 * b, t.cx0 * b : t.cx1 * b]
+                backend.run_tile(packed[t.y0 : t.y1, t.x0 : t.x1], dest, (t.cy0 - t.y0) * b, (t.cx0 - t.x0) * b)
+        finally:
+            backend.release()
+        return out
+
+
+def engine_for(sensor: str | None, options: EngineOptions) -> Engine:
+    """Prepare the network once, as ``options`` say; with neither weights nor a model, the
+    model made for ``sensor`` (None: the default model).
+
+    The device and precision are resolved first, so a missing GPU is reported
+    before anything is downloaded.
+    """
+    target = Target.resolve(options.device, options.precision)
+    if isinstance(options.weights, LoadedWeights):
+        loaded = options.weights
+    elif options.weights is not None:
+        loaded = load_weights(options.weights)
+    else:
+        model = default_model_for(sensor) if options.picks_model and sensor is not None else options.model
+        loaded = load_model(model, progress=options.download_progress)
+    engine = Engine.on(loaded, target, options.backend)
+    log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
+    return engine
+
+
+def load_engine(weights: str | os.PathLike[str] | LoadedWeights | None = None, **options: Unpack[LoadKwargs]) -> Engine:
+    """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``.
+
+    The device and precision are checked first, so a missing GPU is reported
+    before anything is downloaded.
+    """
+    return engine_for(None, EngineOptions.from_kwargs(weights=weights, **options))
+
+
+def check_fit(engine: Engine, sensor: str, path: Path) -> None:
+    if engine.spec.packing != sensor:
+        want = SENSOR_NAMES.get(engine.spec.packing, "another")
+        hint = f" (use --model {default_model_for(sensor)})"
+        raise UnsupportedSensorError(
+            f"{SENSOR_NAMES[sensor]} sensor, but the model takes {want} sensor's input{hint}", path
+        )
+
+
+def infer(
+    prepared: Prepared,
+    engine: Engine,
+    *,
+    tile: int | None = None,
+    progress: ProgressFn | None = None,
+    bits: int | None = None,
+    reserve: int = 0,
+) -> np.ndarray:
+    """Network output for a prepared frame, cropped and oriented: H x W x 3 in [0, 1].
+
+    float32 by default; with ``bits`` (8 or 16), the samples a file of that depth
+    holds, quantised tile by tile, so the float image never exists in full. The
+    result is a view (orientation is applied by strides, not copied). ``tile``: as
+    :func:`parse_tile` returns it (None = auto). ``reserve``: bytes the caller holds
+    elsewhere, which ``--tile auto`` leaves free.
+    """
+    check_fit(engine, prepared.sensor, prepared.path)
+    if prepared.auto_ratio:
+        log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
+    image = engine.run(prepared.packed, tile=tile, progress=progress, bits=bits, reserve=reserve)
+    image = image[: prepared.height, : prepared.width]  # odd Bayer sizes were extended by one row/column
+    return apply_orientation(image, prepared.flip)
+
+
+__all__ = [
+    "AUTO_MEMORY_SHARE",
+    "AUTO_PEAK_TARGET",
+    "Engine",
+    "EngineInfo",
+    "EngineKwargs",
+    "EngineOptions",
+    "LoadKwargs",
+    "Target",
+    "check_fit",
+    "engine_for",
+    "infer",
+    "load_engine",
+    "parse_tile",
+]

@@ -1,0 +1,1 @@
+"""Evaluation and training like the paper: data, noise, metrics, the training loop."""

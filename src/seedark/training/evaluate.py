@@ -1,0 +1,365 @@
+"""Scoring a model on an official SID list, the way the paper's table is made.
+
+For each pair of the list: the dark input is enhanced with the ratio taken from
+the file names (``min(long / short exposure, 300)``), the reference is the
+official ground truth (``rawpy.postprocess`` of the long exposure / 65535), and
+both are compared in [0, 1] sRGB with PSNR and SSIM (seedark.training.metrics, equal to
+scikit-image's with ``data_range=1.0`` and ``channel_axis=2``). The three test
+scenes whose exposures are misaligned are left out unless asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from seedark._files import write_atomic
+from seedark._version import __version__
+from seedark.errors import OutputError, UsageError
+from seedark.imaging import apply_orientation
+from seedark.io.image import write_image
+from seedark.io.raw import RawFrame, read_raw
+from seedark.models.registry import default_model_for
+from seedark.models.weights import LoadedWeights
+from seedark.prepare import prepare
+from seedark.progress import ProgressFn
+from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer, parse_tile
+from seedark.training.arraycache import ArrayCache
+from seedark.training.dataset import MISALIGNED_SCENES, Pair, ratio_label, read_list, sensor_geometry, unorient
+from seedark.training.metrics import psnr, ssim
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
+
+log = logging.getLogger("seedark")
+
+CSV_NAME = "results.csv"
+JSON_NAME = "results.json"
+CSV_COLUMNS = ("short", "long", "scene", "ratio", "psnr", "ssim")
+METRIC_SETTINGS = {
+    "psnr": "skimage.metrics.peak_signal_noise_ratio(gt, out, data_range=1.0)",
+    "ssim": "skimage.metrics.structural_similarity(gt, out, data_range=1.0, channel_axis=2): "
+    "7x7 uniform window, K1=0.01, K2=0.03, sample covariance, 3-pixel border cropped",
+    "images": "network output clipped to [0, 1]; ground truth rawpy.postprocess(use_camera_wb=True, "
+    "half_size=False, no_auto_bright=True, output_bps=16) / 65535",
+}
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    pair: Pair
+    psnr: float
+    ssim: float
+    output: Path | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "short": self.pair.short_name or str(self.pair.short),
+            "long": self.pair.long_name or str(self.pair.long),
+            "scene": f"{self.pair.scene:05d}",
+            "ratio": self.pair.ratio,
+            "psnr": self.psnr,
+            "ssim": self.ssim,
+        }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+@dataclass
+class EvalReport:
+    """Scores of one run, with what produced them."""
+
+    scores: list[ImageScore]
+    excluded: list[Pair] = field(default_factory=list)
+    list_file: Path | None = None
+    data_root: Path | None = None
+    include_misaligned: bool = False
+    model: str | None = None
+    weights: str | None = None
+    weights_file: str | None = None
+    device: str | None = None
+    precision: str | None = None
+
+    @property
+    def mean_psnr(self) -> float:
+        return _mean([s.psnr for s in self.scores])
+
+    @property
+    def mean_ssim(self) -> float:
+        return _mean([s.ssim for s in self.scores])
+
+    def per_ratio(self) -> dict[str, dict[str, float | int]]:
+        """Mean PSNR / SSIM per ratio group (x100, x250, x300), in increasing ratio order."""
+        groups: dict[str, list[ImageScore]] = {}
+        for s in sorted(self.scores, key=lambda s: s.pair.ratio):
+            groups.setdefault(ratio_label(s.pair.ratio), []).append(s)
+        return {
+            label: {"count": len(g), "psnr": _mean([s.psnr for s in g]), "ssim": _mean([s.ssim for s in g])}
+            for label, g in groups.items()
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(
+            {
+                "seedark_version": __version__,
+                "list": str(self.list_file) if self.list_file else None,
+                "data": str(self.data_root) if self.data_root else None,
+                "model": self.model,
+                "weights": self.weights,
+                "weights_file": self.weights_file,
+                "device": self.device,
+                "precision": self.precision,
+                "metrics": METRIC_SETTINGS,
+                "include_misaligned": self.include_misaligned,
+                "excluded_scenes": sorted({p.scene for p in self.excluded}),
+                "excluded_pairs": [p.short_name or str(p.short) for p in self.excluded],
+                "count": len(self.scores),
+                "mean": {"psnr": self.mean_psnr, "ssim": self.mean_ssim},
+                "per_ratio": self.per_ratio(),
+                "images": [s.row() for s in self.scores],
+            }
+        )
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no inf/nan: they become null (PSNR is inf only for a perfect match)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def align_ground_truth(
+    gt: np.ndarray, gt_flip: int, frame: RawFrame, output: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ground truth, output) cropped to the sensor area both cover, oriented like the output, float32.
+
+    ``gt`` is uint16 as ``postprocess`` gives it; ``output`` is what
+    ``seedark.enhance_frame`` returns for ``frame``. The crop happens in sensor
+    orientation so that the same sensor pixels are compared whatever the rotation.
+    """
+    y0, x0, _, _ = sensor_geometry(frame)
+    sensor_gt = unorient(gt, gt_flip)[y0:, x0:]
+    sensor_out = unorient(output, frame.flip)
+    h = min(sensor_gt.shape[0], sensor_out.shape[0])
+    w = min(sensor_gt.shape[1], sensor_out.shape[1])
+    ref = apply_orientation(sensor_gt[:h, :w], frame.flip)
+    out = apply_orientation(sensor_out[:h, :w], frame.flip)
+    ref32 = np.asarray(ref, dtype=np.float32) / np.float32(65535.0)
+    return ref32, np.ascontiguousarray(out, dtype=np.float32)
+
+
+def score_image(gt: np.ndarray, out: np.ndarray) -> tuple[float, float]:
+    """(PSNR, SSIM) of an output against its ground truth, both H x W x 3 in [0, 1]."""
+    return psnr(gt, out, 1.0), ssim(gt, out, 1.0)
+
+
+class _LastGroundTruth:
+    """Without a disk cache, keep the last decoded reference: list lines come grouped by scene."""
+
+    def __init__(self, cache: ArrayCache | None) -> None:
+        self.cache = cache or ArrayCache(None)
+        self.key: Path | None = None
+        self.value: tuple[np.ndarray, int] | None = None
+
+    def get(self, path: Path) -> tuple[np.ndarray, int]:
+        if self.key != path or self.value is None:
+            self.value = self.cache.ground_truth(path)
+            self.key = path
+        return self.value
+
+
+def evaluate_pairs(
+    pairs: Sequence[Pair],
+    engine: Engine,
+    *,
+    tile: str | int | None = "auto",
+    cache: ArrayCache | None = None,
+    image_dir: Path | None = None,
+    on_image: Callable[[ImageScore], None] | None = None,
+    progress: ProgressFn | None = None,
+) -> list[ImageScore]:
+    """Score every pair; with ``image_dir``, also write each output as an 8-bit PNG there."""
+
+    tile = parse_tile(tile)
+    references = _LastGroundTruth(cache)
+    scores: list[ImageScore] = []
+    for done, pair in enumerate(pairs, 1):
+        frame = read_raw(pair.short)
+        output = infer(prepare(frame, pair.ratio), engine, tile=tile)
+        gt, gt_flip = references.get(pair.long)
+        ref, out = align_ground_truth(gt, gt_flip, frame, output)
+        value_psnr, value_ssim = score_image(ref, out)
+        written = None
+        if image_dir is not None:
+            written = write_image(
+                image_dir / f"{pair.short.stem}.png",
+                out,
+                fmt="png",
+                bits=8,
+                metadata=frame.camera,
+                software=f"seedark {__version__}",
+                overwrite=True,
+            )
+        score = ImageScore(pair, value_psnr, value_ssim, written)
+        log.debug("%s x%g: PSNR %.2f dB, SSIM %.4f", pair.short.name, pair.ratio, value_psnr, value_ssim)
+        scores.append(score)
+        if on_image is not None:
+            on_image(score)
+        if progress is not None:
+            progress(done, len(pairs))
+    return scores
+
+
+def split_misaligned(pairs: Sequence[Pair], include_misaligned: bool) -> tuple[list[Pair], list[Pair]]:
+    """(pairs to score, pairs left out)."""
+    if include_misaligned:
+        return list(pairs), []
+    kept = [p for p in pairs if p.scene not in MISALIGNED_SCENES]
+    return kept, [p for p in pairs if p.scene in MISALIGNED_SCENES]
+
+
+def evaluate(
+    list_file: str | os.PathLike[str],
+    *,
+    data_root: str | os.PathLike[str] | None = None,
+    engine: Engine | None = None,
+    include_misaligned: bool = False,
+    out_dir: str | os.PathLike[str] | None = None,
+    save_images: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
+    on_image: Callable[[ImageScore], None] | None = None,
+    **engine_options: Unpack[EngineKwargs],
+) -> EvalReport:
+    """Score a model on an official list; with ``out_dir``, write results.csv and results.json there.
+
+    The model: ``engine``, or ``weights`` (a file or loaded weights), or a cached
+    ``model`` name (default: the registry's model for the dataset's sensor).
+    ``progress`` counts images.
+    """
+    options = EngineOptions.from_kwargs(**engine_options)
+    if save_images and out_dir is None:
+        raise UsageError("--save-images needs --out, the folder to write the images into")
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit must be at least 1, got {limit}")
+    src = Path(list_file)
+    kept, excluded = _pairs_to_score(src, data_root, include_misaligned, limit)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _prepare_folder(out)
+    model = options.model
+    if engine is None:
+        if options.picks_model:
+            model = default_model_for(read_raw(kept[0].short).sensor)
+        engine = engine_for(None, replace(options, model=model))
+    if excluded:
+        scenes = ", ".join(f"{s:05d}" for s in sorted({p.scene for p in excluded}))
+        log.info("leaving out %d pair(s) of misaligned scene(s) %s (--all keeps them)", len(excluded), scenes)
+    scores = evaluate_pairs(
+        kept,
+        engine,
+        tile=options.tile,
+        cache=ArrayCache(cache_dir) if cache_dir is not None else None,
+        image_dir=out if save_images else None,
+        on_image=on_image,
+        progress=options.progress,
+    )
+    report = EvalReport(
+        scores,
+        excluded,
+        src,
+        Path(data_root) if data_root is not None else src.parent,
+        include_misaligned,
+        model,
+        _weights_name(options.weights),
+        str(engine.source),
+        engine.info.device,
+        engine.info.precision,
+    )
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+def _weights_name(weights: str | os.PathLike[str] | LoadedWeights | None) -> str | None:
+    if isinstance(weights, LoadedWeights):
+        return str(weights.source)
+    return None if weights is None else str(weights)
+
+
+def _pairs_to_score(
+    src: Path, data_root: str | os.PathLike[str] | None, include_misaligned: bool, limit: int | None
+) -> tuple[list[Pair], list[Pair]]:
+    """(pairs to score, misaligned pairs left out) of a list file."""
+    kept, excluded = split_misaligned(read_list(src, data_root), include_misaligned)
+    if limit is not None:
+        kept = kept[:limit]
+    if not kept:
+        raise UsageError("no pairs left to score (every scene in the list is a misaligned one; use --all)", src)
+    return kept, excluded
+
+
+def _prepare_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({exc.strerror or exc})", out) from exc
+    if not os.access(out, os.W_OK):
+        raise OutputError("output folder is not writable", out)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise OutputError(f"cannot write ({exc.strerror or exc})", path) from exc
+
+
+def write_report(report: EvalReport, out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write results.csv (one row per image) and results.json (everything) into ``out_dir``."""
+    import io
+
+    out = Path(out_dir)
+    _prepare_folder(out)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for s in report.scores:
+        row = s.row()
+        row["ratio"] = f"{row['ratio']:g}"
+        row["psnr"] = f"{row['psnr']:.6f}"
+        row["ssim"] = f"{row['ssim']:.6f}"
+        writer.writerow(row)
+    csv_path, json_path = out / CSV_NAME, out / JSON_NAME
+    _write_text(csv_path, buf.getvalue())
+    _write_text(json_path, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
+    return csv_path, json_path
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "METRIC_SETTINGS",
+    "EvalReport",
+    "ImageScore",
+    "align_ground_truth",
+    "evaluate",
+    "evaluate_pairs",
+    "score_image",
+    "split_misaligned",
+    "write_report",
+]
