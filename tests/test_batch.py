@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 import seedark.pipeline.batch as batch_module
-from helpers.batchhelpers import crashing_decoder, exiting_decoder
+from helpers.batchhelpers import crashing_decoder, exiting_decoder, nearly_full_pipe
 from helpers.pngread import decode_png
 from helpers.rawgen import write_dng
 from seedark.cli import main
@@ -218,23 +217,6 @@ def test_nothing_to_do(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(UsageError, match="no RAW files found"):
         run_batch([tmp_path], weights=WEIGHTS)
-
-
-def nearly_full_pipe() -> tuple[int, int]:
-    """A pipe with room for one page (4 KiB) more: a writer then waits until it is read.
-
-    Linux keeps a pipe's data in pages: a write of up to 4 KiB goes whole into the last
-    page if it fits there, else into a free page, else it waits. So once this page is
-    full, the next line that does not fit in what is left of it waits.
-    """
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            os.write(write_end, b"\0" * 4096)
-    os.set_blocking(write_end, True)
-    assert len(os.read(read_end, 4096)) == 4096  # one page free again
-    return read_end, write_end
 
 
 def test_ctrl_c_on_the_real_command(tmp_path: Path, rng: np.random.Generator) -> None:

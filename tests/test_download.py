@@ -16,7 +16,7 @@ import requests
 
 from helpers.httpserver import QUOTA_PAGE, FaultyServer, InternetBlocked, block_internet, clean_environment
 from helpers.tfwriter import write_sid_checkpoint
-from seedark.errors import DownloadError, WeightsError
+from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import download
 from seedark.models.download import drive_confirmation_url, fetch
 from seedark.models.tfcheckpoint import verify_data_file
@@ -52,7 +52,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def kept_after_drop(dropped_at: int) -> int:
-    return dropped_at // download.CHUNK_SIZE * download.CHUNK_SIZE
+    # the body is stored as it arrives (read1), so every byte before the drop is kept
+    return dropped_at
 
 
 def no_leftovers(folder: Path) -> bool:
@@ -92,7 +93,7 @@ def test_dropped_connection_resumes_with_range(server: FaultyServer, tmp_path: P
     fetch([server.url("/f.bin")], tmp_path / "f.bin", size=len(DATA), sha256=sha(DATA))
     assert (tmp_path / "f.bin").read_bytes() == DATA
     assert [h.status for h in route.hits] == [200, 206]
-    kept = kept_after_drop(100_000)  # bytes of the chunk being read when the link dropped are lost
+    kept = kept_after_drop(100_000)
     assert route.hits[1].range == f"bytes={kept}-"
     assert route.bytes_sent() == len(DATA) + 100_000 - kept
 
@@ -171,6 +172,72 @@ def test_timeout_is_retried(server: FaultyServer, tmp_path: Path, caplog: pytest
     assert (tmp_path / "f.bin").read_bytes() == DATA
     assert len(route.hits) >= 2 and route.hits[-1].complete
     assert "timed out waiting for the server" in caplog.text
+
+
+# --------------------------------------------------------------------------- a server that trickles
+
+# The server sends one byte every 10 ms at most (it sleeps before each), so it can never bring the
+# 10,000 bytes/s these tests demand over any window: the outcome does not depend on the machine's
+# speed, only how soon it comes (the window, 0.3 s, plus a byte).
+TRICKLE = {"chunk_size": 1, "chunk_delay": 0.01}
+
+
+def test_a_trickling_server_is_given_up_with_progress_shown(server: FaultyServer, tmp_path: Path) -> None:
+    slow = server.add("/slow.bin", DATA, **TRICKLE)
+    dest = tmp_path / "f.bin"
+    seen: list[int] = []
+    with pytest.raises(DownloadError) as info:
+        fetch(
+            [server.url("/slow.bin")],
+            dest,
+            size=len(DATA),
+            progress=lambda done, total: seen.append(done),
+            min_rate=10_000,
+            rate_window=0.3,
+        )
+    reason = info.value.reason
+    assert "too slow:" in reason and "under the minimum of 10,000 bytes/s" in reason
+    assert "SEEDARK_MIN_DOWNLOAD_RATE" in reason and "\n" not in reason
+    assert len(slow.hits) == 1  # not retried: a minute-long crawl is not a blip
+    # progress moved with the bytes as they came, not once per 64 KiB chunk
+    assert seen == sorted(seen) and 0 < seen[-1] < download.CHUNK_SIZE
+    part = dest.with_name("f.bin.part")
+    assert part.stat().st_size == seen[-1] and not dest.exists()  # kept, so the next run resumes
+
+
+def test_the_next_source_is_tried_after_a_trickling_one(server: FaultyServer, tmp_path: Path) -> None:
+    server.add("/slow.bin", DATA, **TRICKLE)
+    fast = server.add("/fast.bin", DATA)
+    dest = tmp_path / "f.bin"
+    fetch([server.url("/slow.bin"), server.url("/fast.bin")], dest, sha256=sha(DATA), min_rate=10_000, rate_window=0.3)
+    assert dest.read_bytes() == DATA
+    assert fast.hits[0].range is not None  # resumed what the slow source had brought
+
+
+def test_the_minimum_rate_comes_from_the_environment(
+    server: FaultyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = server.add("/slow.bin", DATA, **TRICKLE)
+    monkeypatch.setenv("SEEDARK_MIN_DOWNLOAD_RATE", "20000")
+    with pytest.raises(DownloadError, match=r"under the minimum of 20,000 bytes/s"):
+        fetch([server.url("/slow.bin")], tmp_path / "a.bin", rate_window=0.3)
+    # 0: any pace; 60 bytes take at least 0.6 s, twice the window
+    server.add("/tiny.bin", DATA[:60], **TRICKLE)
+    monkeypatch.setenv("SEEDARK_MIN_DOWNLOAD_RATE", "0")
+    fetch([server.url("/tiny.bin")], tmp_path / "b.bin", sha256=sha(DATA[:60]), rate_window=0.3)
+    assert (tmp_path / "b.bin").read_bytes() == DATA[:60]
+    route.hits.clear()
+    monkeypatch.setenv("SEEDARK_MIN_DOWNLOAD_RATE", "fast")
+    with pytest.raises(UsageError, match="SEEDARK_MIN_DOWNLOAD_RATE='fast' is not a number"):
+        fetch([server.url("/slow.bin")], tmp_path / "c.bin")
+    assert route.hits == []  # refused before any request
+
+
+def test_a_fast_server_passes_a_short_window(server: FaultyServer, tmp_path: Path) -> None:
+    # whole 64 KiB chunks, 20 ms apart: 3 MB/s against a minimum of 1 kB/s over 50 ms windows
+    server.add("/f.bin", DATA, chunk_delay=0.02)
+    fetch([server.url("/f.bin")], tmp_path / "f.bin", sha256=sha(DATA), min_rate=1_000, rate_window=0.05)
+    assert (tmp_path / "f.bin").read_bytes() == DATA
 
 
 # --------------------------------------------------------------------------- HTTP errors

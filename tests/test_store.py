@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -20,6 +21,7 @@ import torch
 
 from helpers.httpserver import QUOTA_PAGE, FaultyServer, Route, block_internet, clean_environment
 from helpers.tfwriter import write_checkpoint, write_sid_checkpoint
+from seedark.cli import main
 from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import cache as store
 from seedark.models import download, fetch, registry
@@ -376,6 +378,90 @@ def test_unusable_cache_folder_is_reported(
         import_model("mine", ckpt.dir, unverified=True)
 
 
+# --------------------------------------------------------------------------- a real full disk
+
+DISK_FULL = "disk full: no space left to write the model (free some space, or set SEEDARK_HOME to another disk)"
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: int) -> Iterator[Path]:
+    """A real file system of ``size`` bytes at ``folder`` (needs root; the test is skipped otherwise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.decode(errors='replace').strip()}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def everything(home: Path) -> list[str]:
+    """Every file and folder under ``home``: what a failed run left behind."""
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+
+
+def test_import_on_a_full_disk_is_one_line_and_leaves_nothing(
+    ckpt: Checkpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    with tmpfs(home, 256 << 10):  # the converted width-4 model takes 0.5 MB
+        with pytest.raises(SystemExit) as info:
+            main(["models", "import", "mine", str(ckpt.dir), "--unverified"])
+        assert info.value.code == 1
+        assert capsys.readouterr().err == f"seedark: error: {home / 'models' / 'mine'}: {DISK_FULL}\n"
+        assert everything(home) == ["models", "models/mine.lock"]  # the lock file is kept, as always
+
+
+@pytest.mark.parametrize("fits", ["the download, not the conversion", "not even the download"])
+def test_download_on_a_full_disk_is_one_line_and_leaves_nothing(
+    server: FaultyServer, fixture_model: ModelRecord, ckpt: Checkpoint, tmp_path: Path, fits: str
+) -> None:
+    home = tmp_path / "home"
+    room = len(ckpt.index) + (len(ckpt.data) if fits.startswith("the download") else 0) + (128 << 10)
+    with tmpfs(home, room):
+        with pytest.raises(DownloadError) as info:
+            download_model("fixture")
+        assert info.value.reason == DISK_FULL  # no manual steps: fetching by hand would not help
+        if fits.startswith("the download"):
+            assert data_route(server).full_downloads() == 1
+        assert everything(home) == ["models", "models/fixture.lock"]
+
+
+def test_the_openvino_cache_on_a_full_disk_is_skipped(ckpt: Checkpoint, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    from seedark.runtime.backends import OpenVINOBackend
+
+    home = tmp_path / "home"
+    with tmpfs(home, 64 << 10):
+        backend = OpenVINOBackend(ckpt.weights, persist=True)
+        backend.compiled(16, 16)  # converted and compiled all the same, just not kept
+        assert all((home / p).is_dir() for p in everything(home))  # no file, no partial conversion
+
+
+# --------------------------------------------------------------------------- a server that trickles
+
+
+def test_a_trickling_download_is_given_up_and_resumed_later(
+    server: FaultyServer, fixture_model: ModelRecord, ckpt: Checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # at most 100 bytes/s (a byte, then 10 ms), against 10,000 bytes/s over 0.3 s windows
+    route = data_route(server)
+    route.chunk_size, route.chunk_delay = 1, 0.01
+    monkeypatch.setattr(download, "RATE_WINDOW", 0.3)
+    monkeypatch.setenv("SEEDARK_MIN_DOWNLOAD_RATE", "10000")
+    with pytest.raises(DownloadError) as info:
+        download_model("fixture")
+    assert "too slow:" in info.value.reason and "seedark models import fixture <folder>" in info.value.reason
+    part = store.model_files("fixture").downloads / f"{DATA_NAME}.part"
+    kept = part.stat().st_size
+    assert 0 < kept < len(ckpt.data)
+    route.chunk_size, route.chunk_delay = 64 * 1024, 0.0
+    assert same_weights(load_model("fixture"), ckpt.weights)
+    assert route.hits[-1].range == f"bytes={kept}-"
+
+
 # --------------------------------------------------------------------------- corrupted cache entries
 
 
@@ -510,8 +596,9 @@ def test_import_refusals(ckpt: Checkpoint, tmp_path: Path) -> None:
     (tmp_path / "junk.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(WeightsError):
         import_model("junk", tmp_path / "junk.bin", unverified=True)
-    with pytest.raises(WeightsError, match="index"):
+    with pytest.raises(WeightsError, match="no such file or folder") as info:  # what was given, not ".index"
         import_model("sony", tmp_path / "nothing-here")
+    assert info.value.path == tmp_path / "nothing-here"
     assert cached_files(tmp_path / "home") == []
 
 

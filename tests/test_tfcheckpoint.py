@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.tfwriter import entry_proto, sid_tf_tensors, write_checkpoint
+from seedark.cli import main
 from seedark.errors import WeightsError
+from seedark.models.network import NetworkSpec
 from seedark.models.tfcheckpoint import (
+    MAX_INDEX_BYTES,
     crc32c,
     crc32c_pure,
     expected_data_size,
@@ -21,7 +26,7 @@ from seedark.models.tfcheckpoint import (
     resolve_prefix,
     verify_data_file,
 )
-from seedark.models.weights import load_weights
+from seedark.models.weights import load_weights, random_weights
 
 DATA = Path(__file__).parent / "data"
 FIXTURE = DATA / "tf_sony_w4"
@@ -150,3 +155,97 @@ def test_folder_with_several_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "b.ckpt"\nall_model_checkpoint_paths: "b.ckpt"\n')
     assert resolve_prefix(tmp_path) == tmp_path / "b.ckpt"
     assert load_weights(tmp_path).spec.width == 4
+
+
+# --------------------------------------------------------------------------- crafted indexes
+
+F32 = 1
+EMPTY_CRC = masked_crc32c(b"")
+# Each crafted entry replaces an optimizer slot (which the network check does not look at), so
+# only the entry's own values can refuse it; the words are what the one-line error must say.
+CRAFTED = {
+    "shape-wraps-int64": (entry_proto(dtype=F32, shape=(2**32, 2**32), size=0, crc=EMPTY_CRC), "records 0 bytes"),
+    "size-2^62": (entry_proto(dtype=F32, shape=(2**60,), size=2**62), "past the end of the file"),
+    "offset-2^63": (entry_proto(dtype=F32, shape=(1,), offset=2**63, size=4), "past the end of the file"),
+    "rank-100000": (entry_proto(dtype=F32, shape=(1,) * 100_000, size=4), "more than 32 dimensions"),
+    "shard-7-of-1": (entry_proto(dtype=F32, shape=(1,), shard=7, size=4), "data file 7 of 1"),
+}
+SLOT = "g_conv1_1/biases/Adam"
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tensors = sid_tf_tensors(random_weights(NetworkSpec(width=4)), seed=3)
+    root = tmp_path_factory.mktemp("crafted")
+    return {
+        case: write_checkpoint(root / case / "model.ckpt", tensors, {SLOT: proto}).parent
+        for case, (proto, _) in CRAFTED.items()
+    }
+
+
+def one_line_refusal(call: Callable[[], object], words: str) -> WeightsError:
+    with pytest.raises(WeightsError) as info:
+        call()
+    assert words in info.value.reason and "\n" not in str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_index_entries_are_refused_before_any_read(crafted: dict[str, Path], case: str) -> None:
+    folder, words = crafted[case], CRAFTED[case][1]
+    one_line_refusal(lambda: load_weights(folder), words)
+    one_line_refusal(lambda: read_checkpoint(folder, include=lambda n: True), words)
+    # the check used on downloads before anything is kept: the index's size no longer matches,
+    # or the entry itself is refused
+    with pytest.raises(WeightsError) as info:
+        verify_data_file(folder / "model.ckpt.index", folder / "model.ckpt.data-00000-of-00001")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["shape-wraps-int64", "offset-2^63", "rank-100000"])
+def test_crafted_index_through_the_cli_is_one_line_and_caches_nothing(
+    crafted: dict[str, Path],
+    case: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
+    with pytest.raises(SystemExit) as info:
+        main(["models", "import", "mine", str(crafted[case]), "--unverified"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1
+    assert err.startswith("seedark: error: ") and CRAFTED[case][1] in err and err.count("\n") == 1
+    assert not (tmp_path / "home" / "models" / "mine").exists()
+
+
+def test_an_index_too_large_to_be_one_is_not_read(tmp_path: Path) -> None:
+    index = tmp_path / "model.ckpt.index"
+    with open(index, "wb") as f:
+        f.truncate(MAX_INDEX_BYTES + 1)  # sparse: reading it whole would take 64 MiB for nothing
+    one_line_refusal(lambda: read_index(index), "not a checkpoint index")
+
+
+def test_a_tensor_the_network_has_no_use_for_is_refused_before_the_data_is_read(tmp_path: Path) -> None:
+    tensors = sid_tf_tensors(random_weights(NetworkSpec(width=4)), adam=False)
+    huge = entry_proto(dtype=F32, shape=(2**29,), offset=0, size=2**31)  # 2 GiB that is never there
+    folder = write_checkpoint(tmp_path / "model.ckpt", tensors, {"extra/weights": huge}).parent
+    one_line_refusal(lambda: load_weights(folder), "unexpected tensor 'extra/weights'")
+
+
+def test_slots_are_checked_in_pieces(tmp_path: Path) -> None:
+    # a 9 MiB optimizer slot, read and CRC-checked piece by piece, must match exactly as read whole
+    rng = np.random.default_rng(5)
+    tensors = sid_tf_tensors(random_weights(NetworkSpec(width=4)), adam=False)
+    tensors["g_conv1_1/weights/Adam"] = rng.normal(size=(3, 3, 4, 4)).astype(np.float32)
+    tensors["beta1_power"] = rng.normal(size=(9 << 18,)).astype(np.float32)
+    folder = write_checkpoint(tmp_path / "model.ckpt", tensors).parent
+    got = read_checkpoint(folder, include=lambda n: True)
+    assert np.array_equal(got["beta1_power"], tensors["beta1_power"])
+    verify_data_file(folder / "model.ckpt.index", folder / "model.ckpt.data-00000-of-00001")
+    data = folder / "model.ckpt.data-00000-of-00001"
+    _, entries = read_index(folder / "model.ckpt.index")
+    blob = bytearray(data.read_bytes())
+    blob[entries["beta1_power"].offset + (5 << 20) + 3] ^= 0x10  # in the sixth piece
+    data.write_bytes(bytes(blob))
+    one_line_refusal(lambda: load_weights(folder), "'beta1_power' fails its CRC32C check")

@@ -3,34 +3,129 @@
 A file written through here appears under its final name only once complete and
 fsync'ed, so an interrupted run never leaves a truncated file behind, and
 (``overwrite=False``) never replaces a file that appeared meanwhile.
+
+A writer that is killed outright (SIGKILL, a power cut) cannot remove its
+temporary; the next run that writes into the same folder does
+(:func:`sweep_stale_parts`), telling a dead writer's temporary from a live one's
+by the process id in its name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-#: Hidden temporaries are named ``.<name>.<8 hex>.part`` (tests and sweeps rely on it).
+log = logging.getLogger("seedark")
+
+#: Hidden temporaries are named ``.<name>.<pid>-<machine>.<8 hex>.part`` (tests and sweeps rely on it):
+#: the writer's process id, and a tag of the machine and PID namespace it runs on, since a folder
+#: can be shared with other machines or containers whose process ids mean nothing here.
 PART_SUFFIX = ".part"
+
+#: A temporary this old is removed whoever wrote it: no writer spends a day on one file, and a
+#: writer on another machine cannot be asked whether it is still alive.
+STALE_AFTER = 24 * 3600
+
+# The writer fields are optional: seedark 0.1.0 named its temporaries ``.<name>.<8 hex>.part``.
+_PART_NAME = re.compile(r"\..+?\.(?:(?P<pid>[0-9]{1,10})-(?P<machine>[0-9a-f]{6})\.)?[0-9a-f]{8}\.part", re.DOTALL)
+
+# Folders this process has swept already: once is enough, its own temporaries are never stale.
+_SWEPT: set[str] = set()
 
 
 class ExistsError(FileExistsError):
     """The final name exists and ``overwrite`` was not given."""
 
 
+@functools.cache
+def _machine() -> str:
+    """6 hex digits naming this machine and PID namespace (containers on one host have their own)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:6]
+
+
 def temp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+    return final.with_name(f".{final.name}.{os.getpid()}-{_machine()}.{secrets.token_hex(4)}{PART_SUFFIX}")
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT: let the age rule decide
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, OSError):  # not a process id at all
+        return False
+    return True
+
+
+def _is_stale(entry: os.DirEntry[str], now: float) -> bool:
+    """Whether ``entry`` is a temporary of ours whose writer is gone (or a day old)."""
+    match = _PART_NAME.fullmatch(entry.name)
+    if match is None:
+        return False
+    if match["pid"] is not None and match["machine"] == _machine() and not _alive(int(match["pid"])):
+        return True
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime < now - STALE_AFTER
+    except OSError:
+        return False
+
+
+def sweep_stale_parts(folder: Path) -> list[Path]:
+    """Remove the temporaries (files or folders) that killed writers left in ``folder``.
+
+    A temporary is stale when its writer ran on this machine and is no longer a live
+    process, or when it is older than :data:`STALE_AFTER`. Never fails: what cannot
+    be listed or removed is left as it is. Returns what was removed.
+    """
+    now = time.time()
+    try:
+        with os.scandir(folder) as it:
+            stale = [Path(entry.path) for entry in it if _is_stale(entry, now)]
+    except OSError:
+        return []
+    removed = []
+    for path in stale:
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) left in %s by an interrupted run", len(removed), folder)
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = os.path.abspath(folder)
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        sweep_stale_parts(folder)
 
 
 def create_temp(final: Path) -> tuple[int, Path]:
     """A new, empty hidden file beside ``final``; mode follows the umask like open()."""
+    _sweep_once(final.parent)
     for _ in range(100):
         tmp = temp_name(final)
         try:
@@ -116,6 +211,7 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
 
 def _create_temp_folder(final: Path) -> Path:
     """A new, empty hidden folder beside ``final`` (named like :func:`create_temp`'s files)."""
+    _sweep_once(final.parent)
     for _ in range(100):
         tmp = temp_name(final)
         try:

@@ -1,12 +1,16 @@
 """Every ``SEEDARK_*`` environment variable, read at call time (so tests and callers can set them).
 
-=================== ========================================================
-``SEEDARK_HOME``    the cache root (models, converted engines); default:
-                    the per-user cache folder (platformdirs)
-``SEEDARK_MIRROR``  a base URL that replaces every model's default sources
-``SEEDARK_OFFLINE`` ``1``/``true``/``yes``/``on``: never touch the network
-``SEEDARK_ENGINE``  the back end ``--engine auto`` means: pytorch or openvino
-=================== ========================================================
+============================= ==============================================
+``SEEDARK_HOME``              the cache root (models, converted engines);
+                              default: the per-user cache folder (platformdirs)
+``SEEDARK_MIRROR``            a base URL that replaces every model's sources
+``SEEDARK_OFFLINE``           ``1``/``true``/``yes``/``on``: never touch the network
+``SEEDARK_ENGINE``            the back end ``--engine auto`` means: pytorch or openvino
+``SEEDARK_MAX_PIXELS``        the largest RAW image read, in pixels (``400000000``)
+                              or megapixels (``400M``, ``400MP``); default 400 MP
+``SEEDARK_MIN_DOWNLOAD_RATE`` the slowest download accepted, in bytes/s over a
+                              minute (default 4096); ``0`` accepts any pace
+============================= ==============================================
 """
 
 from __future__ import annotations
@@ -14,10 +18,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from seedark.errors import UsageError
+
 HOME = "SEEDARK_HOME"
 MIRROR = "SEEDARK_MIRROR"
 OFFLINE = "SEEDARK_OFFLINE"
 ENGINE = "SEEDARK_ENGINE"
+MIN_DOWNLOAD_RATE = "SEEDARK_MIN_DOWNLOAD_RATE"
+MAX_PIXELS = "SEEDARK_MAX_PIXELS"
+
+#: Far above any camera sold today (about 150 MP for medium format), far below what a
+#: crafted header can declare (a 30000x30000 file would take hours and gigabytes).
+DEFAULT_MAX_PIXELS = 400_000_000
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -49,3 +61,40 @@ def offline() -> bool:
 def engine() -> str:
     """The back end ``auto`` stands for (``$SEEDARK_ENGINE``, lower case), or ``auto``."""
     return _get(ENGINE).lower() or "auto"
+
+
+def max_pixels() -> int:
+    """The pixel limit for RAW images: ``$SEEDARK_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    text = _get(MAX_PIXELS)
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    number, scale = text.upper(), 1
+    for suffix in ("MP", "M"):
+        if number.endswith(suffix):
+            number, scale = number[: -len(suffix)].strip(), 1_000_000
+            break
+    try:
+        value = round(float(number) * scale)
+    except (ValueError, OverflowError):
+        value = 0
+    if value <= 0:
+        raise UsageError(f"{MAX_PIXELS}={text!r} is not a number of pixels (e.g. 400000000 or 400M)")
+    return value
+
+
+#: Any working link is faster; a server that trickles a byte every 20 s is far slower.
+DEFAULT_MIN_DOWNLOAD_RATE = 4096.0
+
+
+def min_download_rate() -> float:
+    """The slowest download pace accepted, bytes/s: ``$SEEDARK_MIN_DOWNLOAD_RATE`` or the default; 0: any."""
+    text = _get(MIN_DOWNLOAD_RATE)
+    if not text:
+        return DEFAULT_MIN_DOWNLOAD_RATE
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UsageError(f"{MIN_DOWNLOAD_RATE}={text!r} is not a number of bytes per second (e.g. 4096, or 0)")
+    return value

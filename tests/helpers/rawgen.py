@@ -8,7 +8,9 @@ the white balance and an Exif IFD with the usual shooting data.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -118,6 +120,7 @@ def write_dng(
     as_shot_neutral: Sequence[float] = (0.5, 1.0, 0.7),
     color_matrix: Sequence[float] = A7S2_COLOR_MATRIX,
     photometric: Photometric = "cfa",
+    strings: Mapping[int, bytes] | None = None,
 ) -> Path:
     """Write ``mosaic`` as an uncompressed DNG and return its path.
 
@@ -125,7 +128,9 @@ def write_dng(
     2x2/6x6 array of colour indices 0 R, 1 G, 2 B); 'linear' (LinearRaw, HxWx3 RGB
     samples); 'mono' (LinearRaw, HxW, one sample). ``black_level`` is one value or
     four, one per 2x2 position in row-major order (BlackLevelRepeatDim 2x2; CFA only).
-    ``orientation`` is the TIFF Orientation (1..8).
+    ``orientation`` is the TIFF Orientation (1..8). ``strings``: ASCII tags put into
+    IFD0 with exactly these bytes, replacing any written from the other arguments
+    (hostile Make/Model/LensModel... for the sanitiser's tests).
     """
     data = np.asarray(mosaic)
     if data.dtype != np.uint16:
@@ -206,6 +211,8 @@ def write_dng(
         ifd.ascii(_DATETIME, datetime_original)
     # A raw file has no output colour space, so no ColorSpace tag.
     ifd.sub_ifd(_EXIF_IFD, exif_ifd(meta, color_space=None))
+    for tag, value in (strings or {}).items():
+        ifd.ascii(tag, value)
 
     out = Path(path)
     with open(out, "wb") as fh:
@@ -223,4 +230,65 @@ def quadrant_mosaic(h: int, w: int, levels: Sequence[int] = (1500, 4000, 8000, 1
     out = np.empty((h, w), dtype=np.uint16)
     hh, hw = h // 2, w // 2
     out[:hh, :hw], out[:hh, hw:], out[hh:, :hw], out[hh:, hw:] = levels
+    return out
+
+
+# --------------------------------------------------------------------------- crafted files
+
+
+@dataclass(frozen=True)
+class IfdEntry:
+    """One 12-byte entry of a little-endian TIFF, where it sits in the file and what it says."""
+
+    at: int  # file offset of the entry
+    tag: int
+    type: int
+    count: int
+    value: int  # the 4-byte value/offset field as an unsigned little-endian number
+
+
+def ifd_entries(data: bytes) -> dict[int, list[IfdEntry]]:
+    """The entries of IFD0 and of its Exif IFD, keyed by each IFD's file offset.
+
+    For the DNGs :func:`write_dng` makes (little-endian, as seedark's TIFF builder
+    writes); tests patch or mutate these entries to make crafted files.
+    """
+    assert data[:4] == b"II*\0", "a little-endian TIFF"
+    found: dict[int, list[IfdEntry]] = {}
+    todo = [struct.unpack_from("<I", data, 4)[0]]
+    while todo:
+        start = todo.pop()
+        (count,) = struct.unpack_from("<H", data, start)
+        entries = [
+            IfdEntry(start + 2 + 12 * i, *struct.unpack_from("<HHII", data, start + 2 + 12 * i)) for i in range(count)
+        ]
+        found[start] = entries
+        todo += [e.value for e in entries if e.tag == _EXIF_IFD]
+    return found
+
+
+def patch_entry(data: bytearray, tag: int, value: int, *, type_: int = 4) -> None:
+    """Set IFD0's ``tag`` to one number, in place (a LONG unless ``type_`` says otherwise)."""
+    ifd0 = struct.unpack_from("<I", data, 4)[0]
+    for entry in ifd_entries(bytes(data))[ifd0]:
+        if entry.tag == tag:
+            struct.pack_into("<HHII", data, entry.at, tag, type_, 1, value)
+            return
+    raise KeyError(f"tag {tag} is not in IFD0")
+
+
+def write_huge_dng(path: str | os.PathLike[str], width: int, height: int) -> Path:
+    """A DNG declaring ``width`` x ``height`` 16-bit pixels in one strip, as a sparse file:
+    the size a crafted header can claim, at no cost on disk."""
+    out = Path(path)
+    write_dng(out, np.full((16, 16), 600, dtype=np.uint16))
+    data = bytearray(out.read_bytes())
+    for tag, value in ((_IMAGE_WIDTH, width), (_IMAGE_LENGTH, height), (_ROWS_PER_STRIP, height)):
+        patch_entry(data, tag, value)
+    patch_entry(data, _STRIP_BYTE_COUNTS, width * height * 2)
+    (strip,) = [
+        e.value for e in ifd_entries(bytes(data))[struct.unpack_from("<I", data, 4)[0]] if e.tag == _STRIP_OFFSETS
+    ]
+    out.write_bytes(data)
+    os.truncate(out, strip + width * height * 2)
     return out

@@ -15,6 +15,7 @@ The format, as TensorFlow's ``Saver`` writes it for a single shard:
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,22 @@ def _header_proto() -> bytes:
     return _field_varint(1, 1) + _field_bytes(3, _field_varint(1, 1))
 
 
-def _entry_proto(arr: np.ndarray, offset: int, raw: bytes) -> bytes:
-    shape = b"".join(_field_bytes(2, _field_varint(1, d)) for d in arr.shape)
-    msg = _field_varint(1, _DTYPES[arr.dtype]) + _field_bytes(2, shape)
+def entry_proto(
+    *, dtype: int = 1, shape: Sequence[int] = (), shard: int = 0, offset: int = 0, size: int = 0, crc: int = 0
+) -> bytes:
+    """A BundleEntryProto with any values at all (crafted indexes); ``crc`` is stored as given (masked)."""
+    dims = b"".join(_field_bytes(2, _field_varint(1, d)) for d in shape)
+    msg = _field_varint(1, dtype) + _field_bytes(2, dims)
     # shard_id 0 is the default and omitted, as TF does; offset 0 likewise
+    if shard:
+        msg += _field_varint(3, shard)
     if offset:
         msg += _field_varint(4, offset)
-    msg += _field_varint(5, len(raw)) + _field_fixed32(6, masked_crc32c(raw))
-    return msg
+    return msg + _field_varint(5, size) + _field_fixed32(6, crc)
+
+
+def _entry_proto(arr: np.ndarray, offset: int, raw: bytes) -> bytes:
+    return entry_proto(dtype=_DTYPES[arr.dtype], shape=arr.shape, offset=offset, size=len(raw), crc=masked_crc32c(raw))
 
 
 def _block(items: list[tuple[bytes, bytes]]) -> bytes:
@@ -101,18 +110,26 @@ def _short_successor(key: bytes) -> bytes:
     return key
 
 
-def write_checkpoint(prefix: str | Path, tensors: dict[str, np.ndarray]) -> Path:
-    """Write ``tensors`` as ``<prefix>.index`` + ``<prefix>.data-00000-of-00001``; return the prefix."""
+def write_checkpoint(
+    prefix: str | Path, tensors: dict[str, np.ndarray], crafted: dict[str, bytes] | None = None
+) -> Path:
+    """Write ``tensors`` as ``<prefix>.index`` + ``<prefix>.data-00000-of-00001``; return the prefix.
+
+    ``crafted`` maps names to raw entries (:func:`entry_proto`) that replace or join the
+    real ones in the index; the data file holds the real tensors only.
+    """
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     data = bytearray()
-    items: list[tuple[bytes, bytes]] = [(b"", _header_proto())]
+    entries: dict[str, bytes] = {}
     for name in sorted(tensors):
         arr = np.asarray(tensors[name], order="C")  # keeps scalars 0-d, unlike ascontiguousarray
         arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
         raw = arr.tobytes()
-        items.append((name.encode("utf-8"), _entry_proto(arr, len(data), raw)))
+        entries[name] = _entry_proto(arr, len(data), raw)
         data += raw
+    entries.update(crafted or {})
+    items = [(b"", _header_proto())] + [(name.encode("utf-8"), entries[name]) for name in sorted(entries)]
     data_block = _block(items)
     meta_block = _block([])
     index = bytearray(_with_trailer(data_block))

@@ -2,7 +2,8 @@
 
 Errors from the library arrive as :class:`~seedark.errors.SeedarkError` and are
 printed as one line on stderr (``seedark: error: <file>: <reason>``) with the
-error's exit code: 1 for failures, 2 for usage errors, 130 for Ctrl-C.
+error's exit code: 1 for failures, 2 for usage errors, 130 for Ctrl-C and 143 for
+SIGTERM, which every command handles like Ctrl-C (seedark.cli.signals).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import sys
 import click
 
 from seedark._version import __version__
-from seedark.cli import images, models, training
-from seedark.cli.display import setup_logging
+from seedark.cli import images, models, signals, training
+from seedark.cli.display import safe, setup_logging
 from seedark.errors import SeedarkError
 
 
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
     try:
-        code = cli.main(args=argv, prog_name="seedark", standalone_mode=False)
+        with signals.interrupts():
+            code = cli.main(args=argv, prog_name="seedark", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare 'seedark'
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         code = 0
@@ -54,16 +56,19 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"seedark: error: {exc.format_message()}{hint}", err=True)
         code = 2
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("\nseedark: interrupted; no partial output was left behind", err=True)
-        code = 130
+        # click has already ended the terminal's "^C" line
+        click.echo(signals.message(), err=True)
+        code = signals.exit_code()
     except SeedarkError as exc:
-        click.echo(f"seedark: error: {exc}", err=True)
+        click.echo(f"seedark: error: {safe(exc)}", err=True)
         code = exc.exit_code
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except Exception as exc:  # a bug: one line by default, the traceback with --debug
         if debug:
             raise
-        click.echo(f"seedark: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True)
+        click.echo(
+            f"seedark: internal error: {type(exc).__name__}: {safe(exc)} (rerun with --debug for details)", err=True
+        )
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

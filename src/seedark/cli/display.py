@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import Any, TextIO
 
+import click
+
+from seedark.io.text import printable
+
 log = logging.getLogger("seedark")
+
+
+def safe(text: object) -> str:
+    """Text for the terminal: file names and strings from files may hold escape sequences or
+    undecodable bytes; each line is made printable (the line breaks of a message stay)."""
+    return "\n".join(printable(line) for line in str(text).split("\n"))
+
+
+def print_path(path: os.PathLike[str]) -> None:
+    """A written path on stdout: made printable for a person at a terminal, the exact bytes
+    for a script (``$(seedark enhance ...)`` must get the real name, whatever its encoding)."""
+    if sys.stdout.isatty():
+        click.echo(safe(path))
+    else:
+        click.echo(os.fsencode(path))
 
 
 class Progress:
@@ -62,7 +82,7 @@ class StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(OSError, ValueError):  # stderr closed: nothing sensible left to do
-            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.write(safe(self.format(record)) + "\n")
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -95,7 +115,7 @@ class BatchDisplay:
         else:
             line = f"failed {name}: {event.reason}"
         if not self.tty:
-            self.stream.write(f"[{event.done}/{event.total}] {line}\n")
+            self.stream.write(f"[{event.done}/{event.total}] {safe(line)}\n")
         else:
             elapsed = time.monotonic() - self.start
             left = event.total - event.done
@@ -103,5 +123,5 @@ class BatchDisplay:
             fill = int(30 * event.done / event.total)
             bar = f"[{'#' * fill}{'-' * (30 - fill)}] {event.done}/{event.total} files{eta}"
             # the event's line scrolls up; the bar stays on the last line
-            self.stream.write(f"\r\x1b[K{line}\n{bar}" + ("\n" if not left else ""))
+            self.stream.write(f"\r\x1b[K{safe(line)}\n{bar}" + ("\n" if not left else ""))
         self.stream.flush()

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from seedark.cli.display import BatchDisplay, Progress
+from seedark.cli import signals
+from seedark.cli.display import BatchDisplay, Progress, print_path, safe
 from seedark.cli.options import engine_options, output_options
 from seedark.errors import SeedarkError
 
@@ -40,7 +41,7 @@ def enhance(ctx: click.Context, raw_file: Path, output: Path | None, **options: 
         progress=None if quiet else Progress("enhancing", " tiles"),
         download_progress=_download_progress(quiet),
     )
-    click.echo(str(written))
+    print_path(written)
 
 
 @click.command()
@@ -71,10 +72,10 @@ def batch(ctx: click.Context, inputs: tuple[Path, ...], outdir: Path | None, rec
         summary += " (interrupted: run the same command again to continue)"
     err.write(f"seedark: {summary}\n")
     for source, reason in report.failed:
-        err.write(f"seedark: failed: {source}: {reason}\n")
+        err.write(f"seedark: failed: {safe(source)}: {safe(reason)}\n")
     if report.ignored:
         log.info("ignored %d file(s) without a RAW extension", len(report.ignored))
-    ctx.exit(130 if report.interrupted else 0 if report.ok else 1)
+    ctx.exit(signals.exit_code() if report.interrupted else 0 if report.ok else 1)
 
 
 @click.command()
@@ -89,7 +90,7 @@ def info(ctx: click.Context, files: tuple[Path, ...]) -> None:
         try:
             rows = describe(path)
         except SeedarkError as exc:
-            click.echo(f"seedark: error: {exc}", err=True)
+            click.echo(f"seedark: error: {safe(exc)}", err=True)
             failed += 1
             continue
         if i:

@@ -75,7 +75,9 @@ def output_options(f: Any) -> Any:
         click.option("--bits", type=int, help="Bits per sample for PNG/TIFF: 8 or 16 (default: 8 PNG, 16 TIFF)."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option(
-            "--compare", is_flag=True, help="Also write <name>_compare.jpg: naively brightened input | enhanced."
+            "--compare",
+            is_flag=True,
+            help="Also write <name>_compare.jpg: naively brightened input | enhanced (replaced only with --overwrite).",
         ),
     ]
     for option in reversed(options):

@@ -5,7 +5,9 @@ DNG, NEF, CR2, PEF, ORF, RW2, plain TIFF) and the EXIF block inside the embedded
 of Fuji RAF files. RAW files come from anywhere, so the reader treats every byte as
 hostile: every offset is bounds-checked, entry counts and the number of IFDs followed
 are capped, and any failure just leaves fields as None. Metadata is a nicety; it must
-never be the reason a conversion fails.
+never be the reason a conversion fails. What is read is then made safe once, in
+:class:`CameraMetadata`: strings without escape sequences or control characters
+(:mod:`seedark.io.text`), numbers within what a camera can record.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO
 
+from seedark.io.text import clean_text
 from seedark.io.tiff import Ifd, TiffType, layout_tiff
 
 # TIFF / EXIF tags used here.
@@ -60,6 +63,33 @@ class CameraMetadata:
     iso: int | None = None
     focal_length: float | None = None  # millimetres
     datetime_original: str | None = None  # "YYYY:MM:DD HH:MM:SS"
+
+    def __post_init__(self) -> None:
+        # The values come from files anyone can write, through our reader or LibRaw.
+        # Checked once here, every consumer (the terminal through `info`, the EXIF of
+        # outputs) gets text without escape sequences or control characters...
+        for name in ("make", "model", "lens_model", "datetime_original"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, clean_text(value) or None)
+        # ...and numbers a camera could record: a crafted 1e-313 s exposure makes 1/x
+        # overflow when it is printed or written back as a rational.
+        for name in ("exposure_time", "f_number", "focal_length", "iso"):
+            object.__setattr__(self, name, _plausible(getattr(self, name)))
+        if self.iso is not None:
+            object.__setattr__(self, "iso", round(self.iso))
+
+
+#: Far beyond what any camera records (exposures of nanoseconds or decades, ISO 10^9).
+_PLAUSIBLE = (1e-9, 1e9)
+
+
+def _plausible(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value) or not _PLAUSIBLE[0] <= value <= _PLAUSIBLE[1]:
+        return None
+    return value
 
 
 # --------------------------------------------------------------------------- reading
@@ -147,8 +177,13 @@ class _Tiff:
         if data is None:
             return None
         # TIFF strings end at the first NUL; some writers pad with NULs or spaces.
-        text = data.split(b"\0", 1)[0].decode("utf-8", errors="replace").strip()
-        return text or None
+        raw = data.split(b"\0", 1)[0]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # EXIF says ASCII; older writers used Latin-1, which decodes any byte.
+            text = raw.decode("latin-1")
+        return clean_text(text) or None
 
     def number(self, entry: _Entry | None) -> float | None:
         """The first value of a numeric entry; None for non-finite or 0/0 values."""

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import os
+import stat
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from seedark import config
 from seedark.errors import RawReadError, UnsupportedSensorError
 from seedark.io.exif import CameraMetadata, read_camera_metadata
 
@@ -128,18 +132,46 @@ def _capture_c_stderr(sink: list[str]) -> Iterator[None]:
                 sink.append(" ".join(line.split(": ", 1)[-1] for line in text.splitlines()))
 
 
+#: LibRaw reads a 64-byte header before it can tell any format: a shorter file is never a RAW file.
+MIN_RAW_SIZE = 64
+
+# Files that are not regular files, named for the message; none is ever opened (a FIFO would block).
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _stat_failure(p: Path, exc: OSError) -> str:
+    """Why ``os.stat`` could not reach the file, in the user's terms."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if exc.errno == errno.ENOENT and p.is_symlink():
+        return "broken symbolic link (what it points to does not exist)"
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "no such file"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return f"cannot read: {exc.strerror or exc}"
+
+
 def check_input(p: Path) -> None:
-    """Fail fast, with a clear reason, on paths that cannot be a RAW file."""
-    if not p.exists():
-        raise RawReadError("no such file", p)
-    if p.is_dir():
-        raise RawReadError("is a folder, not a RAW file", p)
+    """Fail fast, with a clear reason, on paths that cannot be a RAW file (without opening them)."""
     try:
-        size = p.stat().st_size
+        st = os.stat(p)
     except OSError as exc:
-        raise RawReadError(f"cannot read: {exc.strerror}", p) from exc
-    if size == 0:
+        raise RawReadError(_stat_failure(p, exc), p) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise RawReadError("is a folder, not a RAW file", p)
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "a special file")
+        raise RawReadError(f"not a regular file ({kind}), so not a RAW file", p)
+    if st.st_size == 0:
         raise RawReadError("file is empty", p)
+    if st.st_size < MIN_RAW_SIZE:
+        raise RawReadError(f"not a RAW file: {st.st_size} bytes is too small to be one", p)
     if not os.access(p, os.R_OK):
         raise RawReadError("permission denied", p)
 
@@ -164,7 +196,10 @@ def _classify(raw: object, p: Path) -> tuple[str, np.ndarray, np.ndarray]:
         )
     if raw.num_colors < 3:  # type: ignore[attr-defined]
         raise UnsupportedSensorError("monochrome sensor; the SID models need a colour mosaic", p)
-    colors = np.asarray(raw.raw_colors_visible)  # type: ignore[attr-defined]
+    try:
+        colors = np.asarray(raw.raw_colors_visible)  # type: ignore[attr-defined]
+    except NotImplementedError as exc:  # rawpy has no pattern for LibRaw's `filters` code
+        raise UnsupportedSensorError(f"colour filter array of a kind rawpy cannot describe ({exc})", p) from exc
     desc = bytes(raw.color_desc)  # type: ignore[attr-defined]
     if not desc.startswith(b"RGB"):
         raise UnsupportedSensorError(f"colour filters {desc.decode('ascii', 'replace')} are not RGB", p)
@@ -201,7 +236,12 @@ def _capture_time(ts: object) -> str | None:
 
 def _merge_metadata(exif: CameraMetadata, raw: object) -> CameraMetadata:
     """EXIF parsed from the file wins; LibRaw fills what it could not find (e.g. CR3)."""
-    other = raw.other  # type: ignore[attr-defined]
+    try:
+        other = raw.other  # type: ignore[attr-defined]
+    except (OverflowError, OSError, ValueError):
+        # rawpy converts the capture time with datetime.fromtimestamp, which a crafted
+        # date outside the platform's range makes raise: the time is then unknown.
+        other = None
     lens = raw.lens  # type: ignore[attr-defined]
     stamp = _capture_time(getattr(other, "timestamp", None))
 
@@ -214,26 +254,83 @@ def _merge_metadata(exif: CameraMetadata, raw: object) -> CameraMetadata:
         lens_model=pick(exif.lens_model, getattr(lens, "model", None)),  # type: ignore[arg-type]
         exposure_time=pick(exif.exposure_time, getattr(other, "shutter_speed", None)),  # type: ignore[arg-type]
         f_number=pick(exif.f_number, getattr(other, "aperture", None)),  # type: ignore[arg-type]
-        iso=pick(exif.iso, int(getattr(other, "iso_speed", 0) or 0)),  # type: ignore[arg-type]
+        iso=pick(exif.iso, getattr(other, "iso_speed", None)),  # type: ignore[arg-type]
         focal_length=pick(exif.focal_length, getattr(other, "focal_length", None)),  # type: ignore[arg-type]
         datetime_original=pick(exif.datetime_original, stamp),  # type: ignore[arg-type]
     )
 
 
-def read_raw(path: str | os.PathLike[str], *, sensors: tuple[str, ...] = ("bayer", "xtrans")) -> RawFrame:
-    """Decode a RAW file; raise RawReadError / UnsupportedSensorError naming the file."""
+def read_raw(
+    path: str | os.PathLike[str], *, sensors: tuple[str, ...] = ("bayer", "xtrans"), max_pixels: int | None = None
+) -> RawFrame:
+    """Decode a RAW file; raise RawReadError / UnsupportedSensorError naming the file.
+
+    ``max_pixels``: the largest image accepted (default ``config.max_pixels()``,
+    ``$SEEDARK_MAX_PIXELS`` or 400 MP), checked from the header before any pixel is read.
+    """
     p = Path(path)
     check_input(p)
-    return decode_raw(p, sensors=sensors)
+    return decode_raw(p, sensors=sensors, max_pixels=max_pixels)
 
 
-def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans")) -> RawFrame:
+def _fits_libraw_path(p: Path) -> bool:
+    """Whether LibRaw's ``open_file`` can take this name: rawpy encodes it as UTF-8, so a
+    name whose bytes are not UTF-8 (kept by Python as surrogates) cannot reach it."""
+    if sys.platform == "win32":  # rawpy passes wide characters there
+        return True
+    try:
+        return str(p).encode("utf-8") == os.fsencode(p)
+    except UnicodeEncodeError:
+        return False
+
+
+#: Where an open file can be named by its descriptor (Linux; elsewhere a buffer is used).
+_FD_DIR = Path("/proc/self/fd")
+
+
+@contextlib.contextmanager
+def _open_libraw(p: Path) -> Iterator[Any]:
+    """LibRaw opened on ``p``, whatever bytes its name is made of.
+
+    By name when LibRaw can take the name. Any other name is opened here, and LibRaw
+    reads that open file through ``/proc/self/fd/N`` (an ASCII name for the same file,
+    read as LibRaw needs it). Without ``/proc`` the file goes to LibRaw as a buffer,
+    which holds all of it in memory until the pixels are unpacked: the file's size once
+    more, tens of megabytes for a RAW file (the pixel limit still applies first).
+    """
+    import rawpy
+
+    if _fits_libraw_path(p):
+        with rawpy.imread(str(p)) as raw:
+            yield raw
+        return
+    with open(p, "rb") as fh:
+        by_fd = _FD_DIR / str(fh.fileno())
+        with rawpy.imread(str(by_fd) if by_fd.exists() else fh) as raw:
+            yield raw
+
+
+def _check_size(raw: Any, p: Path, max_pixels: int | None) -> None:
+    """Refuse an image larger than the limit, from the header LibRaw has parsed; nothing
+    is allocated for the pixels until they are unpacked, so a crafted size costs nothing."""
+    limit = config.max_pixels() if max_pixels is None else max_pixels
+    sizes = raw.sizes
+    pixels = int(sizes.raw_width) * int(sizes.raw_height)
+    if pixels > limit:
+        raise RawReadError(
+            f"image too large: {pixels / 1e6:.4g} MP (limit {limit / 1e6:.4g} MP; set {config.MAX_PIXELS} to raise it)",
+            p,
+        )
+
+
+def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans"), max_pixels: int | None = None) -> RawFrame:
     """:func:`read_raw` for a path that :func:`check_input` has passed already."""
     import rawpy
 
     said: list[str] = []
     try:
-        with _capture_c_stderr(said), rawpy.imread(str(p)) as raw:
+        with _capture_c_stderr(said), _open_libraw(p) as raw:
+            _check_size(raw, p, max_pixels)
             sensor, letters, tile = _classify(raw, p)
             if sensor not in sensors:
                 raise UnsupportedSensorError(f"{sensor} sensor is not supported here", p)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO, Literal
 
+from seedark.io.text import clean_text
+
 #: Anything whose bytes can be written as strip data without copying.
 Buffer = bytes | bytearray | memoryview
 
@@ -188,9 +190,16 @@ class Ifd:
         data = struct.pack(f"{self.byteorder}{len(flat)}{code}", *flat)
         self._set(tag, _Values(type_, len(flat) // 2, data))
 
-    def ascii(self, tag: int, text: str) -> None:
-        """A NUL-terminated string. Embedded NULs are dropped: readers stop at the first."""
-        data = text.replace("\0", "").encode("utf-8") + b"\0"
+    def ascii(self, tag: int, text: str | bytes) -> None:
+        """A NUL-terminated string.
+
+        Text is made 7-bit and one line (:func:`seedark.io.text.clean_text`): TIFF's ASCII
+        type allows nothing else, and strings copied from a RAW file may hold anything.
+        Bytes are written as given, for files that must say exactly that (tests write
+        hostile DNGs this way). Embedded NULs are dropped: readers stop at the first.
+        """
+        raw = text if isinstance(text, bytes) else clean_text(text, ascii=True).encode("ascii")
+        data = raw.replace(b"\0", b"") + b"\0"
         self._set(tag, _Values(TiffType.ASCII, len(data), data))
 
     def undefined(self, tag: int, data: bytes) -> None:

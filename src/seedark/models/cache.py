@@ -243,7 +243,8 @@ def _install(files: ModelFiles, weights: LoadedWeights, origin: dict[str, Any], 
 
     Both files are complete and fsync'ed under temporary names before either is
     renamed: weights first, provenance last, since a model counts as cached only
-    once its provenance is in place.
+    once its provenance is in place. On failure (a full disk) the temporaries are
+    gone and so is the model's folder if this left it empty.
     """
     try:
         files.dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +259,14 @@ def _install(files: ModelFiles, weights: LoadedWeights, origin: dict[str, Any], 
         fsync_path(files.dir)
     except OSError as exc:
         raise error(dl.os_error_reason(exc), files.dir) from exc
+    finally:
+        _drop_if_empty(files.dir)
     return files.weights
+
+
+def _drop_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only succeeds when empty: nothing else was cached here
 
 
 def _cleanup_downloads(files: ModelFiles) -> None:
@@ -266,8 +274,7 @@ def _cleanup_downloads(files: ModelFiles) -> None:
     with contextlib.suppress(OSError):
         if files.downloads.is_dir() and not any(p.name.endswith(".part") for p in files.downloads.iterdir()):
             shutil.rmtree(files.downloads)
-    with contextlib.suppress(OSError):
-        files.dir.rmdir()  # only succeeds when empty: nothing else was cached here
+    _drop_if_empty(files.dir)
 
 
 # --------------------------------------------------------------------------- public API
@@ -414,6 +421,8 @@ def download_model(name: str, *, force: bool = False, progress: ByteProgress | N
         try:
             return _download_locked(record, files, progress)
         except DownloadError as exc:
+            if isinstance(exc.__cause__, OSError):
+                raise  # our own disk failed (full, read-only): fetching the files by hand would not help
             raise DownloadError(f"{exc.reason}\n\n{manual_instructions(name)}", exc.path) from exc
         except WeightsError as exc:
             raise DownloadError(

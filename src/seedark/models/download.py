@@ -14,6 +14,11 @@
   backoff (``Retry-After`` is honoured up to :data:`RETRY_MAX_DELAY`); the retry
   budget starts afresh whenever an attempt made progress, so a flaky link that
   keeps dropping still finishes. 401/403/404/410 fail that source at once.
+* A transfer slower than ``min_rate`` bytes/s over a whole :data:`RATE_WINDOW`
+  (default ``SEEDARK_MIN_DOWNLOAD_RATE``, 4096) gives up on that source: a server
+  that trickles a byte every 20 s is not waited on for hours. Bytes count as they
+  arrive, not per full chunk, so progress moves and the pace is judged on a
+  trickle too. The ``.part`` is kept for the next attempt.
 * Several ``urls`` are tried in order; the error lists what went wrong with each.
 * A web page where data was expected is recognised: Google Drive's "can't scan
   this file for viruses" confirmation is followed, anything else (quota exceeded,
@@ -47,7 +52,7 @@ import urllib3
 from requests.cookies import RequestsCookieJar
 
 from seedark._files import publish
-from seedark.config import offline
+from seedark.config import MIN_DOWNLOAD_RATE, min_download_rate, offline
 from seedark.errors import DownloadError, SeedarkError
 from seedark.progress import ByteProgress
 
@@ -65,9 +70,13 @@ MAX_HTML_BYTES = 1 << 20
 #: Confirmation pages followed per source before giving up (Drive needs one).
 MAX_CONFIRM_HOPS = 3
 USER_AGENT = "seedark (Learning-to-See-in-the-Dark weights downloader)"
+#: Seconds over which a transfer's pace is judged against ``min_rate``: long enough that a
+#: moment's congestion passes, short enough that a stalled server is noticed in a minute.
+RATE_WINDOW = 60.0
 
 # Module-level so tests can observe the delays without slowing down.
 _sleep = time.sleep
+_clock = time.monotonic
 
 
 def os_error_reason(exc: OSError) -> str:
@@ -124,7 +133,29 @@ class _Job:
     progress: ByteProgress | None
     timeout: float
     session: requests.Session
+    min_rate: float  # bytes/s over each rate_window; 0: any pace
+    rate_window: float
     resumed: bool = False  # the bytes we verify include some from an earlier attempt
+
+
+class _Pace:
+    """Gives up on a body that brings fewer than ``min_rate`` bytes/s over a whole window."""
+
+    def __init__(self, min_rate: float, window: float) -> None:
+        self.min_rate, self.window = min_rate, window
+        self.since, self.count = _clock(), 0
+
+    def arrived(self, count: int) -> None:
+        self.count += count
+        elapsed = _clock() - self.since
+        if self.min_rate <= 0 or elapsed < self.window:
+            return
+        if self.count < self.min_rate * elapsed:
+            raise _UrlFailed(
+                f"too slow: {self.count:,} bytes in the last {elapsed:.0f} s, under the minimum of "
+                f"{self.min_rate:,.0f} bytes/s (set {MIN_DOWNLOAD_RATE} to accept a slower link, 0 for any)"
+            )
+        self.since, self.count = _clock(), 0
 
 
 # --------------------------------------------------------------------------- public API
@@ -142,6 +173,8 @@ def fetch(
     retries: int = 4,
     session: requests.Session | None = None,
     backoff: float | None = None,
+    min_rate: float | None = None,
+    rate_window: float | None = None,
 ) -> Path:
     """Download the first of ``urls`` that yields a file passing every check, to ``dest``.
 
@@ -149,7 +182,9 @@ def fetch(
     gets the complete temporary file and raises a :class:`SeedarkError` to reject it.
     ``progress(done, total)`` is called as bytes arrive (``total`` None when unknown).
     ``retries`` is the number of extra attempts per URL after transient failures,
-    ``backoff`` the first delay (default :data:`RETRY_BASE_DELAY`).
+    ``backoff`` the first delay (default :data:`RETRY_BASE_DELAY`). A source that brings fewer
+    than ``min_rate`` bytes/s (default ``$SEEDARK_MIN_DOWNLOAD_RATE``) over ``rate_window``
+    seconds (default :data:`RATE_WINDOW`) is given up.
     Raises :class:`DownloadError` (path = ``dest``) when every URL failed.
     """
     target = Path(dest)
@@ -162,6 +197,7 @@ def fetch(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(os_error_reason(exc), target.parent) from exc
+    rate = min_download_rate() if min_rate is None else min_rate  # a bad setting fails before any request
     sess = session if session is not None else new_session()
     job = _Job(
         target.with_name(target.name + ".part"),
@@ -171,6 +207,8 @@ def fetch(
         progress,
         timeout,
         sess,
+        rate,
+        RATE_WINDOW if rate_window is None else rate_window,
     )
     failures: list[tuple[str, str]] = []
     try:
@@ -305,7 +343,7 @@ def _stream(job: _Job, url: str, hops: int) -> None:
     resp = _request(job, url, offset)
     with resp:
         _check_status(job, resp, offset)
-        chunks = resp.iter_content(CHUNK_SIZE)
+        chunks = _arrivals(resp, _Pace(job.min_rate, job.rate_window))
         first = _next_chunk(chunks, 0)
         if _looks_like_html(resp, first):
             confirm = _confirmation_or_refusal(resp, first, chunks, hops)
@@ -427,12 +465,32 @@ def _write_body(
     return done
 
 
+def _arrivals(resp: requests.Response, pace: _Pace) -> Iterator[bytes]:
+    """The body as it arrives, each piece counted by ``pace`` once the caller has stored it.
+
+    ``read1`` returns whatever the connection has (up to CHUNK_SIZE), where ``iter_content``
+    waits for a whole chunk: a trickle would show no progress and could not be timed.
+    """
+    read1 = getattr(resp.raw, "read1", None)
+    if read1 is None:  # urllib3 < 2: whole chunks only
+        for chunk in resp.iter_content(CHUNK_SIZE):
+            yield chunk
+            pace.arrived(len(chunk))
+        return
+    while True:
+        chunk = read1(CHUNK_SIZE, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
+        pace.arrived(len(chunk))
+
+
 def _next_chunk(chunks: Iterator[bytes], done: int) -> bytes | None:
     try:
         return next(chunks)
     except StopIteration:
         return None
-    except requests.Timeout:
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError):
         raise _Transient(f"timed out after {done:,} bytes") from None
     except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError, http.client.IncompleteRead):
         raise _Transient(f"connection lost after {done:,} bytes") from None

@@ -10,21 +10,31 @@ A checkpoint ``model.ckpt`` is two files:
 Every table block and every tensor we read is checked against its recorded
 CRC32C, so a truncated, corrupt or mismatched data file is refused rather than
 silently producing a wrong network.
+
+The index is checked before any data is read: every entry's dtype, rank and
+shape must account for exactly the bytes it records, and must lie inside its
+data file. A crafted index (a shape whose product overflows, a size of 2**62,
+an offset of 2**63, a rank of 100000) is refused with a WeightsError, never by
+allocating, seeking or reshaping first. Tensors are read and checked in pieces,
+so one that is only verified (an optimizer slot) is never in memory whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 
 import numpy as np
 
 from seedark.errors import WeightsError
 
-_crc32c_fast: Callable[[bytes | memoryview], int] | None
+_crc32c_fast: Callable[..., int] | None
 try:  # the C extension is ~1000x faster than the pure-Python table below
     from crc32c import crc32c as _crc32c_fast
 except ImportError:  # pragma: no cover - a platform without a wheel: slow but correct
@@ -33,6 +43,13 @@ except ImportError:  # pragma: no cover - a platform without a wheel: slow but c
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
 _BLOCK_TRAILER = 5  # 1 byte compression type + 4 bytes masked CRC32C
+#: The SID index is 4 KB (one entry per variable); a file this large is not a checkpoint index,
+#: and it is read whole.
+MAX_INDEX_BYTES = 64 << 20
+#: No checkpoint tensor has more dimensions (numpy itself stops at 32 on 1.x, 64 on 2.x).
+MAX_RANK = 32
+#: Tensors are read and CRC-checked in pieces of this size.
+_PIECE = 1 << 20
 
 # tensorflow/core/framework/types.proto DataType -> numpy (little endian)
 _DTYPES: dict[int, np.dtype] = {
@@ -64,29 +81,34 @@ def _crc32c_table() -> list[int]:
 _TABLE: list[int] | None = None
 
 
-def crc32c_pure(data: bytes | memoryview) -> int:
+def crc32c_pure(data: bytes | memoryview, value: int = 0) -> int:
     """CRC32C (Castagnoli) in pure Python; used only when the C extension is missing."""
     global _TABLE
     if _TABLE is None:
         _TABLE = _crc32c_table()
     table = _TABLE
-    crc = 0xFFFFFFFF
+    crc = value ^ 0xFFFFFFFF
     for byte in bytes(data):
         crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
 
 
-def crc32c(data: bytes | memoryview) -> int:
-    """CRC32C of ``data`` (the checksum LevelDB and TensorFlow record)."""
+def crc32c(data: bytes | memoryview, value: int = 0) -> int:
+    """CRC32C of ``data`` (the checksum LevelDB and TensorFlow record), continuing from ``value``,
+    the CRC32C of the bytes before it."""
     if _crc32c_fast is not None:
-        return int(_crc32c_fast(data))
-    return crc32c_pure(data)
+        return int(_crc32c_fast(data, value))
+    return crc32c_pure(data, value)
+
+
+def mask_crc(crc: int) -> int:
+    """TensorFlow/LevelDB store CRCs "masked" so a CRC of CRCs is not degenerate."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def masked_crc32c(data: bytes | memoryview) -> int:
-    """TensorFlow/LevelDB store CRCs "masked" so a CRC of CRCs is not degenerate."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    """The masked CRC32C of ``data``, as the index records it."""
+    return mask_crc(crc32c(data))
 
 
 # --------------------------------------------------------------------------- protobuf
@@ -156,10 +178,12 @@ class BundleHeader:
     big_endian: bool
 
 
-def _parse_shape(buf: bytes) -> tuple[int, ...]:
+def _parse_shape(name: str, buf: bytes) -> tuple[int, ...]:
     dims: list[int] = []
     for field, _, value in _fields(buf):
         if field == 2 and isinstance(value, bytes):
+            if len(dims) == MAX_RANK:
+                raise ValueError(f"tensor {name!r} has more than {MAX_RANK} dimensions")
             size = 0
             for f2, _, v2 in _fields(value):
                 if f2 == 1 and isinstance(v2, int):
@@ -178,7 +202,7 @@ def _parse_entry(name: str, buf: bytes) -> TensorEntry:
         if field == 1 and isinstance(value, int):
             dtype_code = value
         elif field == 2 and isinstance(value, bytes):
-            shape = _parse_shape(value)
+            shape = _parse_shape(name, value)
         elif field == 3 and isinstance(value, int):
             shard = value
         elif field == 4 and isinstance(value, int):
@@ -195,7 +219,15 @@ def _parse_entry(name: str, buf: bytes) -> TensorEntry:
         raise ValueError(f"tensor {name!r} has no recorded CRC32C")
     if any(d < 0 for d in shape):
         raise ValueError(f"tensor {name!r} has a negative dimension")
-    return TensorEntry(name, _DTYPES[dtype_code], shape, shard, offset, size, crc, sliced)
+    dtype = _DTYPES[dtype_code]
+    # Python integers: a product that would wrap in int64 (and so match a small size) cannot.
+    # A sliced tensor's own entry holds no bytes; its slices are separate entries.
+    needed = math.prod(shape) * dtype.itemsize
+    if not sliced and needed != size:
+        raise ValueError(
+            f"tensor {name!r} records {size:,} bytes, but its shape {list(shape)} of {dtype.name} needs {needed:,}"
+        )
+    return TensorEntry(name, dtype, shape, shard, offset, size, crc, sliced)
 
 
 def _parse_header(buf: bytes) -> BundleHeader:
@@ -205,6 +237,8 @@ def _parse_header(buf: bytes) -> BundleHeader:
             num_shards = value
         elif field == 2 and isinstance(value, int):
             endianness = value
+    if num_shards < 1:
+        raise ValueError("the bundle header records no data files")
     return BundleHeader(num_shards=num_shards, big_endian=endianness == 1)
 
 
@@ -278,9 +312,14 @@ def read_index(index_path: str | os.PathLike[str]) -> tuple[BundleHeader, dict[s
     """Parse a ``.index`` file; raise WeightsError naming the file if it is not one."""
     path = Path(index_path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            length = os.fstat(f.fileno()).st_size
+            # bounded even where the size says nothing (a device, a file still growing)
+            data = f.read(MAX_INDEX_BYTES + 1) if length <= MAX_INDEX_BYTES else b""
     except OSError as exc:
         raise WeightsError(f"cannot read checkpoint index: {exc.strerror or exc}", path) from exc
+    if max(length, len(data)) > MAX_INDEX_BYTES:
+        raise WeightsError(f"not a checkpoint index: over {MAX_INDEX_BYTES:,} bytes (indexes are a few KB)", path)
     header: BundleHeader | None = None
     entries: dict[str, TensorEntry] = {}
     try:
@@ -296,6 +335,13 @@ def read_index(index_path: str | os.PathLike[str]) -> tuple[BundleHeader, dict[s
         raise WeightsError("invalid checkpoint index: no bundle header", path)
     if header.big_endian:
         raise WeightsError("big-endian checkpoints are not supported", path)
+    for entry in entries.values():
+        if entry.shard_id >= header.num_shards:
+            raise WeightsError(
+                f"invalid checkpoint index: tensor {entry.name!r} is in data file {entry.shard_id} "
+                f"of {header.num_shards}",
+                path,
+            )
     return header, entries
 
 
@@ -322,6 +368,9 @@ def resolve_prefix(path: str | os.PathLike[str]) -> Path:
             raise WeightsError("no TensorFlow checkpoint (*.index) in this folder", p)
         names = ", ".join(i.name for i in indexes)
         raise WeightsError(f"several checkpoints here ({names}); give the prefix", p)
+    if not (p.exists() or p.with_name(p.name + ".index").exists()):
+        # neither a file nor a prefix: name what the user gave, not the ".index" looked for
+        raise WeightsError("no such file or folder", p)
     name = p.name
     if name.endswith(".index"):
         return p.with_name(name[: -len(".index")])
@@ -350,57 +399,96 @@ def read_checkpoint(
     path: str | os.PathLike[str],
     *,
     include: Callable[[str], bool] = lambda name: not is_optimizer_slot(name),
+    check: Callable[[dict[str, TensorEntry]], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Load the tensors of a TF checkpoint; every tensor in the file is verified.
 
     ``include`` chooses which tensors are returned; by default optimizer slots
     are left out (2/3 of the official file, never needed for inference), but
     they are still checked, so any corruption of the data file is refused.
+    ``check`` sees the parsed index before a byte of data is read (e.g. to refuse
+    tensors a network has no use for) and raises WeightsError to refuse it.
     """
     prefix = resolve_prefix(path)
     index_path = prefix.with_name(prefix.name + ".index")
     if not index_path.is_file():
         raise WeightsError("checkpoint index not found", index_path)
     header, entries = read_index(index_path)
-    wanted = sorted(entries.values(), key=lambda e: (e.shard_id, e.offset))
+    for entry in entries.values():
+        if entry.sliced and include(entry.name):
+            raise WeightsError(
+                f"tensor {entry.name!r} is stored in slices (partitioned variable); not supported", index_path
+            )
+    if check is not None:
+        check(entries)
     out: dict[str, np.ndarray] = {}
-    handles: dict[int, object] = {}
-    try:
-        for entry in wanted:
-            if entry.sliced and include(entry.name):
-                raise WeightsError(
-                    f"tensor {entry.name!r} is stored in slices (partitioned variable); not supported", index_path
-                )
-            dpath = data_path(prefix, entry.shard_id, header.num_shards)
-            f = handles.get(entry.shard_id)
-            if f is None:
-                try:
-                    f = open(dpath, "rb")  # noqa: SIM115 - closed in finally
-                except OSError as exc:
-                    raise WeightsError(f"checkpoint data file missing or unreadable ({exc.strerror})", dpath) from exc
-                handles[entry.shard_id] = f
-            f.seek(entry.offset)  # type: ignore[attr-defined]
-            raw = f.read(entry.size)  # type: ignore[attr-defined]
-            if len(raw) != entry.size:
-                raise WeightsError(
-                    f"data file is truncated: tensor {entry.name!r} ends past the end of the file", dpath
-                )
-            if masked_crc32c(raw) != entry.crc32c:
+    with contextlib.ExitStack() as stack:
+        shards = _open_shards(prefix, header, entries, stack)
+        for entry in sorted(entries.values(), key=lambda e: (e.shard_id, e.offset)):
+            f, dpath = shards[entry.shard_id]
+            raw = _checked_bytes(f, entry, keep=include(entry.name))
+            if raw is None:
                 raise WeightsError(
                     f"tensor {entry.name!r} fails its CRC32C check: the data file does not match "
                     f"{index_path.name} (corrupt, truncated or from another checkpoint)",
                     dpath,
                 )
-            if not include(entry.name):
-                continue
-            count = int(np.prod(entry.shape)) if entry.shape else 1
-            if count * entry.dtype.itemsize != entry.size:
-                raise WeightsError(f"tensor {entry.name!r}: size does not match its shape", index_path)
-            out[entry.name] = np.frombuffer(raw, dtype=entry.dtype).reshape(entry.shape).copy()
-    finally:
-        for f in handles.values():
-            f.close()  # type: ignore[attr-defined]
+            if include(entry.name):
+                out[entry.name] = np.frombuffer(raw, dtype=entry.dtype).reshape(entry.shape)
     return out
+
+
+def _open_shards(
+    prefix: Path, header: BundleHeader, entries: dict[str, TensorEntry], stack: contextlib.ExitStack
+) -> dict[int, tuple[BufferedReader, Path]]:
+    """Open every data file the entries use, each entry checked against its file's length first."""
+    shards: dict[int, tuple[BufferedReader, Path, int]] = {}
+    for entry in entries.values():
+        if entry.shard_id not in shards:
+            dpath = data_path(prefix, entry.shard_id, header.num_shards)
+            try:
+                f = stack.enter_context(open(dpath, "rb"))  # noqa: SIM115 - closed by the stack
+                shards[entry.shard_id] = (f, dpath, os.fstat(f.fileno()).st_size)
+            except OSError as exc:
+                raise WeightsError(f"checkpoint data file missing or unreadable ({exc.strerror})", dpath) from exc
+        _f, dpath, length = shards[entry.shard_id]
+        _check_extent(entry, length, dpath)
+    return {shard: (f, dpath) for shard, (f, dpath, _length) in shards.items()}
+
+
+def _check_extent(entry: TensorEntry, length: int, dpath: Path) -> None:
+    """Refuse a tensor that does not lie inside its data file before reading it, since a crafted
+    size or offset would otherwise be allocated or seeked to first."""
+    end = entry.offset + entry.size
+    if end > length:
+        raise WeightsError(
+            f"data file is truncated: tensor {entry.name!r} ends at byte {end:,}, "
+            f"past the end of the file ({length:,} bytes)",
+            dpath,
+        )
+
+
+def _checked_bytes(f: BufferedReader, entry: TensorEntry, *, keep: bool) -> bytearray | None:
+    """The tensor's bytes (empty unless ``keep``) once they match the recorded CRC32C, else None.
+
+    Read in pieces, so a tensor that is only checked never sits in memory whole,
+    and a kept one only once (no copy of a copy). Call after :func:`_check_extent`.
+    """
+    buf = bytearray(entry.size if keep else min(entry.size, _PIECE))
+    view = memoryview(buf)
+    f.seek(entry.offset)
+    crc, done = 0, 0
+    while done < entry.size:
+        count = min(_PIECE, entry.size - done)
+        piece = view[done : done + count] if keep else view[:count]
+        got = f.readinto(piece)
+        if not got:
+            return None  # shorter than it was a moment ago
+        crc = crc32c(piece[:got], crc)
+        done += got
+    if mask_crc(crc) != entry.crc32c:
+        return None
+    return buf if keep else bytearray()
 
 
 def expected_data_size(entries: dict[str, TensorEntry], shard: int = 0) -> int:
@@ -426,10 +514,9 @@ def verify_data_file(index_path: str | os.PathLike[str], data_file: str | os.Pat
     if size != expected:
         raise WeightsError(f"data file has {size:,} bytes, the index expects {expected:,}", dpath)
     with open(dpath, "rb") as f:
+        # every tensor ends within ``size`` (the end of the last one is ``size``): safe to read
         for entry in sorted(entries.values(), key=lambda e: e.offset):
-            f.seek(entry.offset)
-            raw = f.read(entry.size)
-            if len(raw) != entry.size or masked_crc32c(raw) != entry.crc32c:
+            if _checked_bytes(f, entry, keep=False) is None:
                 raise WeightsError(
                     f"tensor {entry.name!r} fails its CRC32C check: the data file does not match the index",
                     dpath,

@@ -6,18 +6,27 @@ from the tensors, so reduced-width or Fuji checkpoints need no flags.
 
 Only safe formats are read: the TF bundle by our own parser, safetensors by the
 safetensors library. Nothing is ever unpickled.
+
+Header first: the names, dtypes and shapes a file declares are checked against
+the network they describe, and their byte ranges against the file's length,
+before any tensor is read. A file with tensors the network has no use for (say
+an extra 2 GiB one, sparse on disk) is refused at the cost of reading its header.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
 
+from seedark._files import atomic_output
 from seedark.errors import WeightsError
 from seedark.models import tfcheckpoint
 from seedark.models.network import LEVELS, NetworkSpec, SIDUNet
@@ -25,8 +34,18 @@ from seedark.models.network import LEVELS, NetworkSpec, SIDUNet
 FORMAT_NAME = "seedark"
 FORMAT_VERSION = "1"
 
+#: The official networks have width 32. Far wider ones (a 256-wide one has 0.5 G parameters)
+#: are refused before anything is read, since only their header says how large they are.
+MAX_WIDTH = 256
+#: safetensors' own limit on the JSON header.
+MAX_HEADER_BYTES = 100_000_000
+#: The element sizes of the safetensors dtypes weights may have (all are loaded as float32).
+_FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+
 # TF transposed-conv filters are unnamed tf.Variables, created in this order.
 _TF_UP_NAMES = {"Variable": "up6", "Variable_1": "up7", "Variable_2": "up8", "Variable_3": "up9"}
+
+Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass
@@ -45,9 +64,11 @@ class LoadedWeights:
         return net.eval()
 
 
-def expected_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
-    """The exact state-dict layout of a network with this spec."""
-    return {k: tuple(v.shape) for k, v in SIDUNet(spec).state_dict().items()}
+def expected_shapes(spec: NetworkSpec) -> Shapes:
+    """The exact state-dict layout of a network with this spec (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        net = SIDUNet(spec)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def _tf_name_to_torch(name: str) -> str | None:
@@ -59,13 +80,15 @@ def _tf_name_to_torch(name: str) -> str | None:
     return None
 
 
-def spec_from_tf(tensors: dict[str, np.ndarray], source: Path) -> NetworkSpec:
+def _spec_from_shapes(shapes: Shapes, source: Path) -> NetworkSpec:
+    """The spec a PyTorch layout implies, from its first and last layers."""
     try:
-        first = tensors["g_conv1_1/weights"]
-        last = tensors["g_conv10/weights"]
+        first, last = shapes["g_conv1_1.weight"], shapes["g_conv10.weight"]
     except KeyError as exc:
-        raise WeightsError(f"not a SID checkpoint: tensor {exc.args[0]!r} is missing", source) from exc
-    return _spec_from_dims(int(first.shape[2]), int(first.shape[3]), int(last.shape[3]), source)
+        raise WeightsError(f"weights don't fit the SID network: {exc.args[0]} is missing", source) from exc
+    if len(first) != 4 or len(last) != 4:
+        raise WeightsError("weights don't fit the SID network: g_conv1_1 and g_conv10 must be 4-D filters", source)
+    return _spec_from_dims(first[1], first[0], last[0], source)
 
 
 def _spec_from_dims(in_channels: int, width: int, out_channels: int, source: Path) -> NetworkSpec:
@@ -76,42 +99,66 @@ def _spec_from_dims(in_channels: int, width: int, out_channels: int, source: Pat
         raise WeightsError(
             f"first layer takes {in_channels} channels; SID networks take 4 (Bayer) or 9 (X-Trans)", source
         )
+    if not 1 <= width <= MAX_WIDTH:
+        raise WeightsError(f"network width {width} is not supported (1 to {MAX_WIDTH}; the official one is 32)", source)
     return NetworkSpec(in_channels=in_channels, width=width, block=block)
 
 
-def _check_fit(spec: NetworkSpec, state: dict[str, torch.Tensor], source: Path) -> None:
+def _check_layout(spec: NetworkSpec, shapes: Shapes, source: Path) -> None:
+    """Every tensor of the network, with its exact shape, and nothing else."""
     want = expected_shapes(spec)
-    missing = sorted(set(want) - set(state))
-    extra = sorted(set(state) - set(want))
+    missing = sorted(set(want) - set(shapes))
+    extra = sorted(set(shapes) - set(want))
     if missing or extra:
         parts = []
         if missing:
             parts.append(f"missing {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:4])}{'...' if len(extra) > 4 else ''}")
+        if extra:  # names from the file: quoted, so no control character reaches a terminal
+            parts.append(f"unexpected {', '.join(repr(k) for k in extra[:4])}{'...' if len(extra) > 4 else ''}")
         raise WeightsError(f"weights don't fit the SID network: {'; '.join(parts)}", source)
     for key, shape in want.items():
-        got = tuple(state[key].shape)
-        if got != shape:
-            raise WeightsError(f"weights don't fit the SID network: {key} has shape {got}, expected {shape}", source)
-        if not torch.isfinite(state[key]).all():
+        if shapes[key] != shape:
+            raise WeightsError(
+                f"weights don't fit the SID network: {key} has shape {shapes[key]}, expected {shape}", source
+            )
+
+
+def _check_fit(spec: NetworkSpec, state: dict[str, torch.Tensor], source: Path) -> None:
+    _check_layout(spec, {k: tuple(v.shape) for k, v in state.items()}, source)
+    for key, value in state.items():
+        if not torch.isfinite(value).all():
             raise WeightsError(f"weights contain NaN or infinity in {key}", source)
+
+
+def _tf_layout(shapes: Shapes, source: Path) -> tuple[NetworkSpec, Shapes]:
+    """The spec and PyTorch layout (key -> shape) of official TF variables; WeightsError for any
+    name or shape the SID network does not have."""
+    layout: Shapes = {}
+    for name, shape in shapes.items():
+        key = _tf_name_to_torch(name)
+        if key is None:
+            raise WeightsError(f"unexpected tensor {name!r} in checkpoint (not part of the SID network)", source)
+        if key.endswith(".weight"):
+            if len(shape) != 4:
+                raise WeightsError(f"{name} has shape {shape}, expected a 4-D filter", source)
+            # TF conv [kh, kw, in, out] and transposed conv [kh, kw, out, in] both map
+            # to PyTorch by the same axis order: [out, in, kh, kw] / [in, out, kh, kw].
+            shape = (shape[3], shape[2], shape[0], shape[1])
+        layout[key] = shape
+    spec = _spec_from_shapes(layout, source)
+    _check_layout(spec, layout, source)
+    return spec, layout
 
 
 def tf_to_state(tensors: dict[str, np.ndarray], source: Path) -> tuple[NetworkSpec, dict[str, torch.Tensor]]:
     """Map official TF variables onto the PyTorch module, checking every shape."""
-    spec = spec_from_tf(tensors, source)
+    spec, _layout = _tf_layout({name: tuple(np.shape(value)) for name, value in tensors.items()}, source)
     state: dict[str, torch.Tensor] = {}
     for name, value in tensors.items():
         key = _tf_name_to_torch(name)
-        if key is None:
-            raise WeightsError(f"unexpected tensor {name!r} in checkpoint (not part of the SID network)", source)
+        assert key is not None  # _tf_layout has checked every name
         arr = np.asarray(value, dtype=np.float32)
         if key.endswith(".weight"):
-            if arr.ndim != 4:
-                raise WeightsError(f"{name} has shape {arr.shape}, expected a 4-D filter", source)
-            # TF conv [kh, kw, in, out] and transposed conv [kh, kw, out, in] both map
-            # to PyTorch by the same axis order: [out, in, kh, kw] / [in, out, kh, kw].
             arr = arr.transpose(3, 2, 0, 1)
         state[key] = torch.from_numpy(np.ascontiguousarray(arr))
     _check_fit(spec, state, source)
@@ -121,7 +168,12 @@ def tf_to_state(tensors: dict[str, np.ndarray], source: Path) -> tuple[NetworkSp
 def load_tf_checkpoint(path: str | os.PathLike[str]) -> LoadedWeights:
     """Load an official-format TF checkpoint (directory or prefix), CRC-verified."""
     prefix = tfcheckpoint.resolve_prefix(path)
-    tensors = tfcheckpoint.read_checkpoint(prefix)
+
+    def fits(entries: dict[str, tfcheckpoint.TensorEntry]) -> None:
+        network = {n: e.shape for n, e in entries.items() if not tfcheckpoint.is_optimizer_slot(n)}
+        _tf_layout(network, prefix)
+
+    tensors = tfcheckpoint.read_checkpoint(prefix, check=fits)
     spec, state = tf_to_state(tensors, prefix)
     return LoadedWeights(spec, state, prefix, "tensorflow", {"source_format": "tensorflow"})
 
@@ -131,8 +183,8 @@ def save_safetensors(
     path: str | os.PathLike[str],
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Write weights in seedark's format (safetensors + spec in the header)."""
-    from safetensors.torch import save_file
+    """Write weights in seedark's format (safetensors + spec in the header), atomically."""
+    from safetensors.torch import save
 
     if isinstance(weights, LoadedWeights):
         spec, state = weights.spec, weights.state
@@ -152,27 +204,81 @@ def save_safetensors(
         }
     )
     dest = Path(path)
-    save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}, str(dest), metadata=meta)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+    # Serialised in memory and written by us, not by safetensors' save_file: a full disk is then an
+    # OSError with its errno (save_file says "SafetensorError: ... os error 28") and leaves no partial file.
+    with atomic_output(dest) as fh:
+        fh.write(save(tensors, metadata=meta))
     return dest
 
 
+def _safetensors_header(src: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and the length of the data after it; nothing else is read."""
+    try:
+        with open(src, "rb") as f:
+            length = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else length
+            text = f.read(size) if size <= min(MAX_HEADER_BYTES, length - 8) else None
+    except OSError as exc:
+        raise WeightsError(f"cannot read the weights file ({exc.strerror or exc})", src) from exc
+    if text is None:
+        raise WeightsError(f"not a readable safetensors file (a {size:,}-byte header in a file of {length:,})", src)
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise WeightsError(f"not a readable safetensors file (its header is not JSON: {exc})", src) from exc
+    if not isinstance(header, dict):
+        raise WeightsError("not a readable safetensors file (its header is not a JSON object)", src)
+    return header, length - 8 - size
+
+
+def _counts(value: object) -> TypeGuard[list[int]]:
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
+
+
+def _declared_shape(name: str, entry: object, data_size: int, src: Path) -> tuple[int, ...]:
+    """One header entry's shape, once its dtype is a float type and its bytes lie inside the file."""
+    if not isinstance(entry, dict):
+        raise WeightsError(f"not a readable safetensors file (tensor {name!r} is not described)", src)
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _FLOAT_DTYPES:
+        raise WeightsError(f"tensor {name!r} has dtype {dtype!r}; weights are F16, BF16, F32 or F64", src)
+    if not _counts(shape) or len(shape) > tfcheckpoint.MAX_RANK:
+        raise WeightsError(f"not a readable safetensors file (tensor {name!r} has an invalid shape)", src)
+    if not _counts(offsets) or len(offsets) != 2 or not offsets[0] <= offsets[1] <= data_size:
+        raise WeightsError(
+            f"tensor {name!r} lies outside the file ({data_size:,} bytes of data): truncated or corrupt", src
+        )
+    if offsets[1] - offsets[0] != math.prod(shape) * _FLOAT_DTYPES[dtype]:
+        raise WeightsError(f"tensor {name!r} has {offsets[1] - offsets[0]:,} bytes for shape {shape} of {dtype}", src)
+    return tuple(shape)
+
+
+def _safetensors_layout(src: Path) -> tuple[NetworkSpec, Shapes, dict[str, str]]:
+    """Spec, layout and metadata of a safetensors file, every entry checked; no tensor read."""
+    header, data_size = _safetensors_header(src)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise WeightsError("not a readable safetensors file (its metadata is not a table of strings)", src)
+    shapes = {name: _declared_shape(name, entry, data_size, src) for name, entry in header.items()}
+    spec = _spec_from_shapes(shapes, src)
+    _check_layout(spec, shapes, src)
+    return spec, shapes, meta
+
+
 def load_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
+    """seedark's (or any SID-shaped) safetensors file; the header is checked before any tensor is read."""
     from safetensors import SafetensorError, safe_open
 
     src = Path(path)
+    spec, shapes, meta = _safetensors_layout(src)
     try:
         with safe_open(str(src), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k).to(torch.float32) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
+            state = {k: f.get_tensor(k).to(torch.float32) for k in shapes}
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
         raise WeightsError(f"not a readable safetensors file ({exc})", src) from exc
-    try:
-        first = state["g_conv1_1.weight"]
-        last = state["g_conv10.weight"]
-    except KeyError as exc:
-        raise WeightsError(f"weights don't fit the SID network: {exc.args[0]} is missing", src) from exc
-    spec = _spec_from_dims(int(first.shape[1]), int(first.shape[0]), int(last.shape[0]), src)
-    _check_fit(spec, state, src)
+    _check_fit(spec, state, src)  # again: the file may have changed since its header was read
     return LoadedWeights(spec, state, src, "safetensors", meta)
 
 

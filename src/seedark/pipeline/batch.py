@@ -5,7 +5,9 @@ Three things run at once, each bounded:
 * a decoder **process** reads the next files and chooses their ratios (at
   most ``PREFETCH`` ahead; frames over ``BIG_MOSAIC_BYTES`` one at a time). LibRaw
   is C code: a hostile file that crashes it kills only that process, which is
-  restarted; the file is reported as failed.
+  restarted; the file is reported as failed. It imports no torch (it runs
+  ``seedark.prepare`` only) and ends when the batch does, however that ends,
+  SIGKILL included (:func:`seedark.prepare.decoder_started`);
 * the main thread runs the network on the current frame (the model is loaded
   once per sensor kind and reused);
 * a writer thread orients, encodes and atomically publishes the previous
@@ -14,11 +16,16 @@ Three things run at once, each bounded:
 So memory stays within a few frames however large the folder, and ``--tile
 auto`` leaves room for them (:func:`held_besides`). Outputs are
 only ever published complete, so an interrupted run leaves no partial file
-and the next run skips what is done.
+and the next run skips what is done. Ctrl-C (or SIGTERM, which the command
+line turns into the same KeyboardInterrupt) stops after the image being
+written, wherever it lands. An output that appears while the batch runs (a
+second batch into the same folder) counts as skipped: each file is looked at
+again before it is decoded, before it is inferred, and when it is published.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -27,10 +34,11 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -41,7 +49,7 @@ from seedark.exposure import parse_ratio
 from seedark.io.image import OutputSettings, check_destination, default_extension
 from seedark.io.raw import RAW_EXTENSIONS
 from seedark.pipeline.enhance import OutputPlan, output_settings, write_result
-from seedark.prepare import Prepared, prepare_file
+from seedark.prepare import STOP_SIGNALS, Prepared, decoder_started, prepare_file
 from seedark.runtime.backends import release_heap
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer
 
@@ -145,39 +153,59 @@ def find_inputs(
     return unique, ignored
 
 
+def _key(path: Path) -> str:
+    return os.path.normcase(str(path))
+
+
+def _folder(src: Path, root: Path, outdir: Path | None, recursive: bool) -> Path:
+    if outdir is None:
+        return src.parent
+    if recursive and src.is_relative_to(root) and src.parent != root:
+        return outdir / src.parent.relative_to(root)
+    return outdir
+
+
 def plan_jobs(
     files: list[tuple[Path, Path]],
     outdir: Path | None,
     *,
     recursive: bool,
     fmt: str,
+    compare: bool = False,
 ) -> list[tuple[Path, Path]]:
-    """(source, output) for every file. Colliding names get the source extension, then a number.
+    """(source, output) for every file; no two files are given the same name.
 
-    The rule depends only on the sorted list of inputs, so a re-run maps every
-    file to the same output and resuming works.
+    A name two files want (``IMG_1.ARW`` and ``IMG_1.DNG``) gets the source extension,
+    then a number. With ``compare``, every output's comparison picture
+    (``<stem>_compare.jpg``) is a name too, so an output that would be another file's
+    comparison (``x_compare.dng`` beside ``x.dng``, as JPEG) is renamed the same way:
+    neither replaces the other. The rule depends only on the sorted list of inputs and
+    the options, so a re-run maps every file to the same output and resuming works.
     """
     ext = default_extension(fmt)
-    wanted: list[tuple[Path, Path]] = []
-    for src, root in files:
-        if outdir is None:
-            folder = src.parent
-        elif recursive and src.is_relative_to(root) and src.parent != root:
-            folder = outdir / src.parent.relative_to(root)
-        else:
-            folder = outdir
-        wanted.append((src, folder / (src.stem + ext)))
-    counts = Counter(os.path.normcase(str(dest)) for _, dest in wanted)
-    taken: set[str] = set()
+
+    def picture(dest: Path) -> set[str]:
+        # the comparison picture's name does not depend on the bits
+        return {_key(OutputPlan(dest, fmt, 8).compare_path)} if compare else set()
+
+    def names(dest: Path) -> set[str]:
+        return {_key(dest)} | picture(dest)
+
+    wanted = [(src, _folder(src, root, outdir, recursive) / (src.stem + ext)) for src, root in files]
+    counts = Counter(_key(dest) for _, dest in wanted)
+    pictures = set().union(*(picture(dest) for _, dest in wanted))
+    clash = [counts[_key(dest)] > 1 or _key(dest) in pictures for _, dest in wanted]
+    # The names that stay are taken first, so no renamed file lands on one of them.
+    taken = set().union(*(names(dest) for (_, dest), renamed in zip(wanted, clash, strict=True) if not renamed))
     result = []
-    for src, dest in wanted:
-        if counts[os.path.normcase(str(dest))] > 1:
-            dest = dest.with_name(f"{src.stem}_{src.suffix.lstrip('.').lower() or 'raw'}{ext}")
-            base, n = dest, 2
-            while os.path.normcase(str(dest)) in taken:
+    for (src, dest), renamed in zip(wanted, clash, strict=True):
+        if renamed:
+            base = dest.with_name(f"{src.stem}_{src.suffix.lstrip('.').lower() or 'raw'}{ext}")
+            dest, n = base, 2
+            while names(dest) & taken:
                 dest = base.with_name(f"{base.stem}_{n}{ext}")
                 n += 1
-        taken.add(os.path.normcase(str(dest)))
+            taken |= names(dest)
         result.append((src, dest))
     return result
 
@@ -189,12 +217,13 @@ def plan_batch(
     recursive: bool,
     settings: OutputSettings,
     overwrite: bool,
+    compare: bool = False,
 ) -> tuple[list[Job], list[tuple[Path, Path]]]:
     """The jobs to run, and the (source, output) pairs whose output exists already (left alone
     unless ``overwrite``): what makes an interrupted batch resume where it stopped."""
     jobs: list[Job] = []
     done: list[tuple[Path, Path]] = []
-    for src, dest in plan_jobs(files, outdir, recursive=recursive, fmt=settings.fmt):
+    for src, dest in plan_jobs(files, outdir, recursive=recursive, fmt=settings.fmt, compare=compare):
         if dest.exists() and not overwrite:
             done.append((src, dest))
         else:
@@ -205,9 +234,22 @@ def plan_batch(
 # --------------------------------------------------------------------------- running
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; the parent decides how to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+@contextlib.contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait while a decoder process is started, for its sake and ours.
+
+    The process inherits the blocked mask, so a Ctrl-C that comes while it imports waits
+    for :func:`decoder_started` to drop it instead of printing a traceback; here the
+    signal is only delayed until the process exists (as CPython does for its resource_tracker).
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no process groups to signal
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _Decoder:
@@ -218,11 +260,18 @@ class _Decoder:
         self.ratio = ratio
         self.isolate = isolate
         self.pool: ProcessPoolExecutor | None = None
+        # (read end, write end): the decoder process holds only the read end (decoder_started)
+        self.lifeline: tuple[Connection, Connection] | None = None
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
+            if self.lifeline is None:
+                self.lifeline = multiprocessing.Pipe(duplex=False)
             self.pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=decoder_started,
+                initargs=(self.lifeline[0],),
             )
         return self.pool
 
@@ -235,7 +284,9 @@ class _Decoder:
                 fut.set_exception(exc)
             return fut
         try:
-            return self._pool().submit(self.decoder, source, self.ratio)
+            pool = self._pool()  # made first: starting its resource_tracker unblocks the signals
+            with _stop_signals_blocked():  # the process starts on the pool's first submit
+                return pool.submit(self.decoder, source, self.ratio)
         except BrokenProcessPool as exc:
             # An earlier file crashed the decoder; that file is blamed when its
             # future is read, and this one is resubmitted then.
@@ -248,10 +299,21 @@ class _Decoder:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
 
-    def close(self) -> None:
+    def close(self, *, at_once: bool = False) -> None:
+        """End the decoder process once it has decoded the file in hand, or ``at_once``
+        (interrupted: that file is not wanted, and a large one takes seconds)."""
+        if at_once:
+            self._cut()  # the process exits on the spot (decoder_started), the pool sees it gone
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        self._cut()
+
+    def _cut(self) -> None:
+        if self.lifeline is not None:
+            for end in self.lifeline:
+                end.close()
+            self.lifeline = None
 
 
 def _describe(exc: BaseException, source: Path) -> str:
@@ -320,6 +382,7 @@ class _BatchRun:
         self.write_queue: queue.Queue[_Written | None] = queue.Queue(maxsize=1)
         self.results: queue.Queue[_Outcome] = queue.Queue()
         self.stop = threading.Event()
+        self.writer_done = threading.Event()
 
     # ----------------------------------------------------------------------- counting
 
@@ -347,6 +410,9 @@ class _BatchRun:
                 job, ratio, seconds, error, written = self.results.get_nowait()
             except queue.Empty:
                 return
+            if error is not None and self._published_meanwhile(job, error):
+                self.skipped(job.source, job.plan.path)
+                continue
             if error is not None or written is None:
                 self._failed(job.source, _describe(error, job.plan.path) if error is not None else "not written")
                 continue
@@ -357,6 +423,12 @@ class _BatchRun:
     # ----------------------------------------------------------------------- the writer thread
 
     def _writer(self) -> None:
+        try:
+            self._write_all()
+        finally:
+            self.writer_done.set()
+
+    def _write_all(self) -> None:
         while True:
             item = self.write_queue.get()
             if item is None:
@@ -389,8 +461,8 @@ class _BatchRun:
         """Convert ``jobs`` in order; ``KeyboardInterrupt`` stops after the image being written."""
         self.options = self.options.with_weights_loaded()  # once, not per sensor kind
         self.jobs = jobs
-        thread = threading.Thread(target=self._writer, name="seedark-writer", daemon=True)
-        thread.start()
+        # A daemon, so that no mistake can keep the process alive; _finish waits for it on every way out.
+        threading.Thread(target=self._writer, name="seedark-writer", daemon=True).start()
         try:
             while self.next_job < len(self.jobs) or self.pending:
                 self._top_up(1)
@@ -399,22 +471,59 @@ class _BatchRun:
                 self._step(*self.pending.pop(0))
                 self._drain()
         except KeyboardInterrupt:
-            self.report.interrupted = True
-            self.stop.set()
+            self._interrupted()
         finally:
-            self.write_queue.put(None)
-            thread.join()
-            self.decode.close()
-            self._drain()
+            self._finish()
         return self.report
+
+    def _interrupted(self) -> None:
+        self.report.interrupted = True
+        self.stop.set()
+
+    def _finish(self) -> None:
+        """Let the writer finish the image in hand, end the decoder, count what was done.
+
+        Each step runs to its end even when KeyboardInterrupt (Ctrl-C, SIGTERM) comes during
+        it, once or again (each step may be repeated): the image being written is published
+        whole and counted, where leaving here would kill the writer mid-file at exit and
+        lose the summary. The writer is waited for with an event, not ``Thread.join``, which
+        an interrupt can leave believing a running thread has ended (Python 3.11, bpo-45274).
+        """
+        steps: list[Callable[[], object]] = [
+            lambda: self.write_queue.put(None),
+            self.writer_done.wait,
+            lambda: self.decode.close(at_once=self.stop.is_set()),
+            self._drain,
+        ]
+        for step in steps:
+            while True:
+                try:
+                    step()
+                    break
+                except KeyboardInterrupt:
+                    self._interrupted()
+
+    def _exists(self, job: Job) -> bool:
+        """Whether the output appeared since the plan (another batch into the same folder):
+        the work is done, and not to be done twice."""
+        return not self.overwrite and job.plan.path.exists()
+
+    def _published_meanwhile(self, job: Job, error: BaseException) -> bool:
+        """Whether publishing failed because the output appeared while this file was converted."""
+        return isinstance(error, OutputError) and error.path == job.plan.path and self._exists(job)
 
     def _top_up(self, limit: int) -> None:
         """Send files to the decoder until ``limit`` are waiting (or none are left)."""
         while self.next_job < len(self.jobs) and len(self.pending) < limit:
             job = self.jobs[self.next_job]
             self.next_job += 1
+            if self._exists(job):
+                self.skipped(job.source, job.plan.path)
+                continue
             try:
                 check_destination(job.plan.path, overwrite=self.overwrite, create_folder=True)
+                if self.compare:
+                    check_destination(job.plan.compare_path, overwrite=self.overwrite, create_folder=True)
             except OutputError as exc:
                 self._fail(job, exc)
                 continue
@@ -425,6 +534,9 @@ class _BatchRun:
         started = time.monotonic()
         prepared = self._decoded(job, future)
         if prepared is None:
+            return
+        if self._exists(job):  # published by another run while this one was decoded
+            self.skipped(job.source, job.plan.path)
             return
         engine = self._engine(job, prepared.sensor)
         if engine is None:
@@ -500,7 +612,9 @@ def run_batch(
     files, ignored = find_inputs(inputs, recursive=recursive)
     if not files:
         raise UsageError("no RAW files found (looked for: " + " ".join(sorted(RAW_EXTENSIONS)) + ")")
-    jobs, done = plan_batch(files, out_root, recursive=recursive, settings=settings, overwrite=overwrite)
+    jobs, done = plan_batch(
+        files, out_root, recursive=recursive, settings=settings, overwrite=overwrite, compare=compare
+    )
     batch = _BatchRun(
         options,
         given,

@@ -130,8 +130,13 @@ def plan_output(
     fmt: str | None = None,
     bits: int | None = None,
     overwrite: bool = False,
+    compare: bool = False,
 ) -> OutputPlan:
-    """Where and how the result will be written; refuses before any work is done."""
+    """Where and how the result will be written; refuses before any work is done.
+
+    ``compare``: the comparison picture is part of the output, under the same rule:
+    an existing one is replaced only with ``overwrite``.
+    """
     src = Path(source)
     if output is None or Path(output).is_dir() or str(output).endswith((os.sep, "/")):
         folder = src.parent if output is None else Path(output)
@@ -141,8 +146,11 @@ def plan_output(
     settings = output_settings(fmt, bits, dest)
     if src.exists() and dest.exists() and dest.resolve() == src.resolve():
         raise OutputError("output would replace the input file", dest)
+    plan = OutputPlan(dest, settings.fmt, settings.bits)
     check_destination(dest, overwrite=overwrite)
-    return OutputPlan(dest, settings.fmt, settings.bits)
+    if compare:
+        check_destination(plan.compare_path, overwrite=overwrite)
+    return plan
 
 
 def write_result(
@@ -154,18 +162,16 @@ def write_result(
     compare: bool = False,
     block: int = 2,
 ) -> Path:
-    """Publish the image (and the comparison picture) atomically.
+    """Publish the image, then the comparison picture, atomically.
 
-    The plan's destination was checked when it was made (:func:`plan_output`, or the
+    The destinations were checked when the plan was made (:func:`plan_output`, or the
     batch before decoding); publishing still never replaces a file unless ``overwrite``.
+    The image comes first, so a failure (a full disk) leaves no comparison picture of
+    an image that is not there; if only the comparison picture fails, the error says
+    that the image was written.
     """
     software = f"seedark {__version__}"
-    if compare:
-        picture = comparison(prepared, image, block)
-        save_image(
-            plan.compare_path, picture, COMPARE_SETTINGS, metadata=prepared.camera, software=software, overwrite=True
-        )
-    return save_image(
+    written = save_image(
         plan.path,
         image,
         plan.settings,
@@ -174,6 +180,22 @@ def write_result(
         overwrite=overwrite,
         destination_checked=True,
     )
+    if compare:
+        picture = comparison(prepared, image, block)
+        try:
+            save_image(
+                plan.compare_path,
+                picture,
+                COMPARE_SETTINGS,
+                metadata=prepared.camera,
+                software=software,
+                overwrite=overwrite,
+                destination_checked=True,
+            )
+        except OutputError as exc:
+            reason = f"{exc.reason} (the enhanced image was written to {written}; only the comparison is missing)"
+            raise OutputError(reason, plan.compare_path) from exc
+    return written
 
 
 def enhance_file(
@@ -196,7 +218,7 @@ def enhance_file(
     given = parse_ratio(ratio)
     settings = EngineOptions.from_kwargs(**options)
     check_input(Path(source))  # a missing input is the first thing to report
-    plan = plan_output(source, output, fmt=fmt, bits=bits, overwrite=overwrite)
+    plan = plan_output(source, output, fmt=fmt, bits=bits, overwrite=overwrite, compare=compare)
     frame = decode_raw(Path(source))
     if engine is None:
         engine = engine_for(frame.sensor, settings)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from seedark.exposure import RATIO_RANGE, auto_ratio
 from seedark.io.raw import read_raw
+from seedark.io.text import printable
 from seedark.models.registry import default_model_for
 from seedark.packing import sensor_area
 
@@ -20,7 +21,12 @@ def _exposure(seconds: float | None) -> str:
 
 
 def describe(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """(label, value) rows describing a RAW file, in display order."""
+    """(label, value) rows describing a RAW file, in display order.
+
+    The values are ready to print: the file's own strings are cleaned when they are read,
+    and each value goes through :func:`~seedark.io.text.printable`, so a file name that is
+    not UTF-8 or holds control characters is shown with escapes.
+    """
     frame = read_raw(path)
     cam = frame.camera
     _, _, h, w = sensor_area(frame)
@@ -46,4 +52,4 @@ def describe(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
             + (")" if suits == "sony" else f"; {suits} is used automatically)"),
         ),
     ]
-    return rows
+    return [(label, printable(value)) for label, value in rows]

@@ -304,7 +304,7 @@ def _save_ir(model: Any, entry: Path) -> bool:
         with atomic_folder(entry) as tmp:
             # fp16 compression is on by default and would change the results; the weights stay fp32.
             _openvino().save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # OpenVINO reports a full disk as RuntimeError("iostream error")
         log.debug("could not cache the OpenVINO model (%s); it will be converted again next time", exc)
         return False
     _prune(entry.parent, KEEP_CONVERTED, _is_digest)
