@@ -213,6 +213,21 @@ def test_compare_picture(tmp_path: Path, rng: np.random.Generator) -> None:
         assert im.size == (56 * 2 + 8, 40)
 
 
+def test_fifos_and_broken_links_with_raw_names_count_as_failures(tmp_path: Path, rng: np.random.Generator) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    shot(src / "good.dng", rng)
+    os.mkfifo(src / "pipe.dng")  # opening it would block for ever: it must be refused from its type
+    (src / "gone.dng").symlink_to(src / "nowhere.dng")
+    report = run_batch([src], tmp_path / "out", weights=WEIGHTS, isolate=False)
+    assert [source.name for source, _, _ in report.converted] == ["good.dng"]
+    reasons = {Path(source).name: reason for source, reason in report.failed}
+    assert set(reasons) == {"pipe.dng", "gone.dng"}
+    assert "not a regular file" in reasons["pipe.dng"]
+    assert "broken symbolic link" in reasons["gone.dng"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]
+
+
 def test_nothing_to_do(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(UsageError, match="no RAW files found"):

@@ -138,7 +138,9 @@ def find_inputs(
         if p.is_dir():
             walker = p.rglob("*") if recursive else p.iterdir()
             for f in sorted(walker):
-                if not f.is_file() or f.name.startswith("."):
+                # A FIFO or a broken link named like a RAW file is counted (and fails with its
+                # reason, without being opened), never silently left out of the total.
+                if f.is_dir() or f.name.startswith("."):
                     continue
                 (found.append((f, p)) if is_raw_name(f) else ignored.append(f))
         else:
