@@ -16,7 +16,7 @@ In one run, on the same weights and the same input, it:
 
 Weights are He-initialised random weights (``--weights`` takes a real checkpoint);
 the input is a synthetic dark scene with shot and read noise written as a DNG by
-tests/rawgen.py. Results go to stdout; ``--json`` also saves them.
+tests/helpers/rawgen.py. Results go to stdout; ``--json`` also saves them.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ GB = 1e9
 
 
 def _rawgen() -> Any:
-    spec = importlib.util.spec_from_file_location("rawgen", ROOT / "tests" / "rawgen.py")
+    spec = importlib.util.spec_from_file_location("rawgen", ROOT / "tests" / "helpers" / "rawgen.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -11,7 +11,8 @@ imports. Run it in its own environment, on the machine where
 The graph is the official one (cchen156/Learning-to-See-in-the-Dark, test_Sony.py),
 rebuilt by ``tools/make_tf_fixture.py`` under the official variable names, at
 width 32, run in a TF1 session like the official test script, with TensorFlow's
-default CPU kernels (oneDNN; set TF_ENABLE_ONEDNN_OPTS=0 for Eigen). Without
+default CPU kernels (TF turns oneDNN on for CPUs with AVX512_VNNI, AVX512_BF16 or AMX and
+uses Eigen elsewhere; TF_ENABLE_ONEDNN_OPTS=0/1 forces one). Without
 ``--checkpoint`` the weights are random (speed does not depend on them).
 """
 
@@ -26,8 +27,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# make_tf_fixture turns oneDNN off for deterministic fixtures; a speed comparison wants TF's default.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# A speed comparison wants TF's own choice of kernels for this CPU (forcing oneDNN on an AVX2
+# CPU made the 12 MP forward pass 50x slower); TF_ENABLE_ONEDNN_OPTS=0/1 still forces one.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import make_tf_fixture as fx
@@ -63,9 +64,9 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     assert y.shape == (1, 2 * h, 2 * w, 3)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    onednn = os.environ["TF_ENABLE_ONEDNN_OPTS"] != "0"
+    onednn = {"0": "Eigen", "1": "oneDNN"}.get(os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""), "TF's default")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; TF {tf.__version__}")
-    print(f"official TF graph, packed {h}x{w}, fp32, {'oneDNN' if onednn else 'Eigen'} kernels:")
+    print(f"official TF graph, packed {h}x{w}, fp32, {onednn} kernels:")
     print(f"  first run {times[0]:.2f} s; best of the next {args.repeat}: {min(times[1:]):.2f} s")
     print(f"  peak RSS {peak / 1e9:.2f} GB")
 

@@ -57,10 +57,24 @@ def test_unknown_device_names(name: str) -> None:
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
-def test_auto_and_fp32_are_fp32_everywhere(device: str) -> None:
-    # Until a fast mode is measured at >= 45 dB against fp32 on trained weights (docs/devices.md).
+def test_fp32_is_fp32_everywhere_and_auto_without_native_bf16(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEEDARK_PRECISION")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     for name in ("auto", "fp32", "", " AUTO "):
         assert devices.resolve_precision(name, torch.device(device)) == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"), [("cpu", torch.bfloat16), ("cuda", torch.float32), ("mps", torch.float32)]
+)
+def test_auto_is_bf16_only_on_cpus_with_native_bf16(
+    device: str, expected: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bf16 measured >= 45 dB against fp32 (docs/performance.md); GPUs stay fp32 until measured on one.
+    monkeypatch.delenv("SEEDARK_PRECISION")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.resolve_precision("auto", torch.device(device)) == expected
+    assert devices.resolve_precision("fp32", torch.device(device)) == torch.float32
 
 
 def test_cpu_precisions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,7 +109,26 @@ def test_mps_precisions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_precision() -> None:
     with pytest.raises(UsageError, match="unknown precision"):
-        devices.resolve_precision("int8", torch.device("cpu"))
+        devices.resolve_precision("int4", torch.device("cpu"))
+
+
+def test_seedark_precision_says_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv("SEEDARK_PRECISION", "fp32")
+    assert devices.resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert devices.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16  # a named precision wins
+    monkeypatch.setenv("SEEDARK_PRECISION", "int8")
+    assert devices.resolve_precision("auto", torch.device("cpu")) == torch.int8
+    monkeypatch.setenv("SEEDARK_PRECISION", "fp8")
+    with pytest.raises(UsageError, match=r"unknown precision 'fp8' in \$SEEDARK_PRECISION"):
+        devices.resolve_precision("auto", torch.device("cpu"))
+
+
+def test_int8_is_a_cpu_precision() -> None:
+    assert devices.resolve_precision("int8", torch.device("cpu")) == torch.int8
+    assert devices.precision_name(torch.int8) == "int8"
+    with pytest.raises(DeviceError, match="int8 runs on the CPU"):
+        devices.resolve_precision("int8", torch.device("cuda", 0))
 
 
 def test_precision_names() -> None:

@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -21,6 +22,7 @@ from seedark.models import download
 from seedark.models.download import drive_confirmation_url, fetch
 from seedark.models.tfcheckpoint import verify_data_file
 
+REAL_GETADDRINFO = socket.getaddrinfo  # before any test guards it
 DATA = bytes(range(256)) * 2048 + b"tail"  # 512 KiB + 4: several chunks on the wire
 
 
@@ -289,19 +291,130 @@ def test_every_source_failing_lists_each(server: FaultyServer, tmp_path: Path) -
     server.add("/b", DATA, html=QUOTA_PAGE)
     with pytest.raises(DownloadError) as info:
         fetch([server.url("/a"), server.url("/b")], tmp_path / "f", retries=0)
-    assert "every source" in info.value.reason
-    assert f"{server.url('/a')}: HTTP 404" in info.value.reason
-    assert f"{server.url('/b')}: the server sent a web page" in info.value.reason
+    first, *rest = info.value.reason.splitlines()
+    # the first line says what failed; then each source with its reason
+    assert first == "HTTP 404 Not Found: the file is not at this address; every other source failed too:"
+    assert rest[0] == f"  {server.url('/a')}: HTTP 404 Not Found: the file is not at this address"
+    assert rest[1].startswith(f"  {server.url('/b')}: the server sent a web page") and len(rest) == 2
 
 
-def test_no_network_is_reported(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
+# --------------------------------------------------------------------------- no network: fail at once
+
+# A name under .invalid never resolves (RFC 6761): a real resolver failure, offline or not, with no
+# packet leaving the machine on a resolver that honours the RFC (glibc's answers it locally here).
+UNRESOLVABLE = "seedark-test.invalid"
+
+
+@pytest.fixture
+def resolver_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Let names under .invalid reach the real resolver (the test guard blocks every other name), counting lookups."""
+    guarded = socket.getaddrinfo
+    calls: list[str] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if isinstance(name, str) and name.endswith(".invalid"):
+            calls.append(name)
+            return REAL_GETADDRINFO(host, *args, **kwargs)
+        return guarded(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+def test_a_host_that_does_not_resolve_fails_at_once(
+    tmp_path: Path, resolver_calls: list[str], delays: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="seedark")
+    with pytest.raises(DownloadError) as info:
+        fetch([f"https://{UNRESOLVABLE}/f.bin"], tmp_path / "f.bin", retries=4)
+    assert info.value.reason == f"cannot resolve host {UNRESOLVABLE} (no network?)"
+    assert resolver_calls == [UNRESOLVABLE]  # one attempt, one lookup
+    assert delays == [] and "retrying" not in caplog.text
+    assert no_leftovers(tmp_path)
+
+
+def test_a_refused_connection_fails_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delays: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as s:  # a port that was just free: nobody listens there now
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    guarded = socket.socket.connect
+    attempts: list[object] = []
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if self.family == socket.AF_INET and address[1] == port:
+            attempts.append(address)
+        return guarded(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    caplog.set_level(logging.DEBUG, logger="seedark")
     with pytest.raises(DownloadError) as info:
-        fetch([f"http://127.0.0.1:{port}/f"], tmp_path / "f", retries=1)
-    assert "cannot connect" in info.value.reason and "gave up after 2 attempts" in info.value.reason
+        fetch([f"http://127.0.0.1:{port}/f"], tmp_path / "f", retries=4)
+    assert info.value.reason == f"connection refused by 127.0.0.1:{port} (is the server down?)"
+    assert attempts == [("127.0.0.1", port)] and delays == [] and "retrying" not in caplog.text
     assert no_leftovers(tmp_path)
+
+
+def test_a_dead_source_does_not_stop_the_next(server: FaultyServer, tmp_path: Path, resolver_calls: list[str]) -> None:
+    good = server.add("/f.bin", DATA)
+    fetch([f"https://{UNRESOLVABLE}/f.bin", server.url("/f.bin")], tmp_path / "f.bin", size=len(DATA))
+    assert resolver_calls == [UNRESOLVABLE] and len(good.hits) == 1
+    assert (tmp_path / "f.bin").read_bytes() == DATA
+
+
+def test_a_503_is_retried_with_a_short_log_line(
+    server: FaultyServer, tmp_path: Path, delays: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    route = server.add("/f.bin", DATA, fail_status=503, fail_times=1)
+    caplog.set_level(logging.INFO, logger="seedark")
+    fetch([server.url("/f.bin")], tmp_path / "f.bin", size=len(DATA), sha256=sha(DATA))
+    assert [h.status for h in route.hits] == [503, 200] and delays == [0.01]
+    host = server.base_url.removeprefix("http://")
+    retry = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retry == [f"HTTP 503 Service Unavailable (server error); retrying {host} in 0.0 s (1/4)"]
+    assert (tmp_path / "f.bin").read_bytes() == DATA
+
+
+def test_a_connection_reset_mid_body_is_retried(
+    server: FaultyServer, tmp_path: Path, delays: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    # the server aborts the connection (TCP RST, not a clean close) after 100,000 bytes, once
+    route = server.add("/f.bin", DATA, drop_after=100_000, drop_times=1, reset=True)
+    caplog.set_level(logging.INFO, logger="seedark")
+    fetch([server.url("/f.bin")], tmp_path / "f.bin", size=len(DATA), sha256=sha(DATA))
+    assert (tmp_path / "f.bin").read_bytes() == DATA
+    assert [h.status for h in route.hits] == [200, 206] and route.hits[0].sent == 100_000
+    host = server.base_url.removeprefix("http://")
+    retry = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retry == [f"connection lost after 100,000 bytes; retrying {host} in 0.0 s (1/4)"]
+    assert delays == [0.01]  # retried after a backoff, not given up
+
+
+def test_the_cli_says_what_failed_first_then_how_to_install_by_hand(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    resolver_calls: list[str],
+    delays: list[float],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from seedark.cli import main
+
+    monkeypatch.setenv("SEEDARK_MIRROR", f"https://{UNRESOLVABLE}/sid")
+    with pytest.raises(SystemExit) as info:
+        main(["models", "download", "sony"])
+    err = capsys.readouterr().err
+    assert info.value.code == 1 and delays == [] and resolver_calls == [UNRESOLVABLE]
+    lines = [line for line in err.splitlines() if line.startswith("seedark: error:")]
+    assert lines == [
+        "seedark: error: cannot download model 'sony' (model.ckpt.index): "
+        f"cannot resolve host {UNRESOLVABLE} (no network?)"
+    ]
+    guide = err[err.index(lines[0]) + len(lines[0]) :]
+    assert guide.startswith("\n\nTo install the sony model by hand") and "seedark models import sony <folder>" in guide
+    assert f"https://{UNRESOLVABLE}/sid/sony/model.ckpt.index" in guide
+    assert "retrying" not in err
 
 
 # --------------------------------------------------------------------------- web pages instead of data

@@ -224,8 +224,13 @@ def test_ctrl_c_while_the_last_image_is_written(tmp_path: Path, rng: np.random.G
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
     try:
         assert proc.stdout is not None
+        # stdout also carries each published path (n0.png may come first); the hook's line says when.
         line = proc.stdout.readline()
-        assert line == b"holding\n", proc.communicate(timeout=120)[1].decode()
+        while line.endswith(b".png\n"):
+            line = proc.stdout.readline()
+        if line != b"holding\n":
+            proc.kill()
+            pytest.fail(f"expected 'holding', got {line!r}: {proc.communicate(timeout=60)[1].decode()}")
         children = [p for p in psutil.Process(proc.pid).children(recursive=True) if kind(p) != "other"]
         assert len(list(out.glob(".n1.png.*.part"))) == 1  # being written
         proc.send_signal(signal.SIGINT)

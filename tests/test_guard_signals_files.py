@@ -242,6 +242,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
 
 
 PAGE = 4096  # tmpfs counts whole pages
+# Uncompressed, so the image is surely larger than its comparison picture.
+TIFF16_COMPARE = ("--bits", "16", "--compression", "none", "--compare")
 
 
 @pytest.fixture
@@ -249,7 +251,7 @@ def reference(shot: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixt
     """The 16-bit TIFF and its comparison picture, written where there is room."""
     out = tmp_path / "reference"
     out.mkdir()
-    assert run(capsys, *enhance_args(shot, out / "night.tif", "--bits", "16", "--compare"))[0] == 0
+    assert run(capsys, *enhance_args(shot, out / "night.tif", *TIFF16_COMPARE))[0] == 0
     return out
 
 
@@ -260,7 +262,7 @@ def test_compare_is_written_after_the_image_so_a_full_disk_leaves_neither(
     size = ((reference / "night_compare.jpg").stat().st_size // PAGE + 2) * PAGE
     assert size < (reference / "night.tif").stat().st_size
     full = tmpfs(size)
-    code, printed, err = run(capsys, *enhance_args(shot, full / "night.tif", "--bits", "16", "--compare"))
+    code, printed, err = run(capsys, *enhance_args(shot, full / "night.tif", *TIFF16_COMPARE))
     assert code == 1 and printed == ""
     assert one_error(err) == f"seedark: error: {full / 'night.tif'}: cannot write: No space left on device"
     assert list(full.iterdir()) == []  # no image, no comparison, no temporary
@@ -270,7 +272,7 @@ def test_a_failed_comparison_after_the_image_says_the_image_was_written(
     shot: Path, reference: Path, capsys: pytest.CaptureFixture[str], tmpfs: Callable[[int], Path]
 ) -> None:
     disk = tmpfs(((reference / "night.tif").stat().st_size // PAGE + 2) * PAGE)  # the image and one spare page
-    code, printed, err = run(capsys, *enhance_args(shot, disk / "night.tif", "--bits", "16", "--compare"))
+    code, printed, err = run(capsys, *enhance_args(shot, disk / "night.tif", *TIFF16_COMPARE))
     assert code == 1 and printed == ""
     assert one_error(err) == (
         f"seedark: error: {disk / 'night_compare.jpg'}: cannot write: No space left on device "

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("imaging", ("seedark.imaging",)),
     ("io", ("seedark.io",)),
-    ("frames", ("seedark.packing", "seedark.exposure", "seedark.prepare")),
+    ("frames", ("seedark.packing", "seedark.exposure", "seedark.prepare", "seedark.synthesis")),
     ("models", ("seedark.models",)),
     ("runtime", ("seedark.runtime",)),
     ("jobs", ("seedark.pipeline", "seedark.training")),

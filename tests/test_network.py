@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from seedark.models.network import NetworkSpec, SIDUNet, depth_to_space_tf, receptive_radius
+from seedark.models.architecture import receptive_radius
+from seedark.models.network import NetworkSpec, SIDUNet, depth_to_space_tf
 from seedark.models.weights import load_weights
 
 DATA = Path(__file__).parent / "data"

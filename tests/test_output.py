@@ -273,9 +273,10 @@ def test_adler32_combine(rng: np.random.Generator) -> None:
 # --------------------------------------------------------------------------- TIFF
 
 
+@pytest.mark.parametrize("compression", [None, "none"])
 @pytest.mark.parametrize("bits", [8, 16])
-def test_tiff_round_trip(tmp_path: Path, image: np.ndarray, bits: int) -> None:
-    path = _write(tmp_path, image, "tiff", bits)
+def test_tiff_round_trip(tmp_path: Path, image: np.ndarray, bits: int, compression: str | None) -> None:
+    path = _write(tmp_path, image, "tiff", bits, compression=compression)
     pixels = tifffile.imread(path)
     assert pixels.dtype == (np.uint8 if bits == 8 else np.uint16)
     np.testing.assert_array_equal(pixels, quantise(image, bits))
@@ -284,7 +285,11 @@ def test_tiff_round_trip(tmp_path: Path, image: np.ndarray, bits: int) -> None:
         tags = page.tags
         assert tf.byteorder == "<" and not tf.is_bigtiff
         assert tags["BitsPerSample"].value == (bits, bits, bits)
-        assert tags["Compression"].value == 1 and tags["PhotometricInterpretation"].value == 2
+        # Adobe deflate with the horizontal predictor by default; none on request
+        want = (8, 2) if compression is None else (1, 1)
+        assert (tags["Compression"].value, page.predictor) == want
+        assert ("Predictor" in tags) == (compression is None)
+        assert tags["PhotometricInterpretation"].value == 2
         assert tags["PlanarConfiguration"].value == 1 and tags["Orientation"].value == 1
         assert tags["Make"].value == "Sony" and tags["Software"].value == "seedark test"
         assert tags["DateTime"].value == "2026:11:25 21:30:00"
@@ -295,9 +300,10 @@ def test_tiff_round_trip(tmp_path: Path, image: np.ndarray, bits: int) -> None:
         assert exif["ExposureTime"] == (1, 30) and exif["ISOSpeedRatings"] == 3200
         assert exif["LensModel"] == "FE 35mm F2.8 ZA" and exif["ColorSpace"] == 1
     assert read_camera_metadata(path) == META
-    with Image.open(path) as im:  # a second, independent reader
-        if bits == 8:
-            np.testing.assert_array_equal(np.asarray(im), pixels)
+    with Image.open(path) as im:  # a second, independent reader (libtiff)
+        assert im.info["compression"] == ("tiff_adobe_deflate" if compression is None else "raw")
+        # Pillow reads 16-bit RGB as 8 bits: the high byte of each sample
+        np.testing.assert_array_equal(np.asarray(im), pixels if bits == 8 else pixels >> 8)
         assert im.info["icc_profile"] == srgb_icc_profile()
 
 

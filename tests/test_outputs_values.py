@@ -24,6 +24,7 @@ from PIL import Image
 import seedark
 from helpers.pngread import decode_png
 from helpers.rawgen import write_dng
+from seedark.imaging import label_boxes
 from seedark.models.weights import LoadedWeights, load_weights
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
@@ -240,39 +241,110 @@ def test_every_format_holds_the_quantised_image(
 # --------------------------------------------------------------------------- the --compare picture
 
 
-def test_compare_before_half_is_packed_times_ratio_and_white_balance(
-    tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine
-) -> None:
-    h, w, ratio = 45, 67, 20
-    neutral = (0.5, 1.0, 0.7)  # AsShotNeutral: camera values of a grey; multipliers are 1/neutral
-    # A smooth scene (little for JPEG to lose) with different levels per colour and a little noise.
-    yy, xx = np.mgrid[0:h, 0:w]
-    ramp = 0.2 + 0.8 * (xx / w + yy / h) / 2
-    site_colour = np.array([[0, 1], [1, 2]])[yy % 2, xx % 2]  # RGGB: 0 R, 1 G, 2 B
-    scale = np.array([0.012, 0.008, 0.010])[site_colour]  # per colour, in units of (white - black)
-    level = 512 + (16383 - 512) * scale * ramp + rng.normal(0, 2, size=(h, w))
-    mosaic = np.round(level).astype(np.uint16)
-    path = write_dng(tmp_path / "wb.dng", mosaic, orientation=6, as_shot_neutral=neutral)
-    seedark.enhance_file(path, tmp_path / "wb.png", ratio=ratio, engine=engine, compare=True)
-    enhanced = seedark.enhance(path, ratio=ratio, engine=engine)
-
+def before_reference(mosaic: np.ndarray, neutral: tuple[float, float, float], ratio: float, turn: int) -> np.ndarray:
+    """The naive picture: packed x ratio, white-balanced (1/AsShotNeutral), sRGB, 8 bits, each packed pixel 2x2."""
+    h, w = mosaic.shape
     packed = np.minimum(pack_reference(mosaic, "RGGB", 512, 16383) * ratio, 1.0)
     rgb = np.stack([packed[:, :, 0], (packed[:, :, 1] + packed[:, :, 3]) / 2, packed[:, :, 2]], axis=2)
     multipliers = np.array([1 / n for n in neutral]) / (1 / neutral[1])
     before = np.round(srgb_reference(rgb * multipliers) * 255)
     before = np.repeat(np.repeat(before, 2, axis=0), 2, axis=1)[:h, :w]
-    before = np.rot90(before, TIFF_ROT90[6])
+    return np.rot90(before, turn)
+
+
+def smooth_mosaic(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth RGGB scene (little for JPEG to lose), different levels per colour, a little noise."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = 0.2 + 0.8 * (xx / w + yy / h) / 2
+    site_colour = np.array([[0, 1], [1, 2]])[yy % 2, xx % 2]  # RGGB: 0 R, 1 G, 2 B
+    scale = np.array([0.012, 0.008, 0.010])[site_colour]  # per colour, in units of (white - black)
+    level = 512 + (16383 - 512) * scale * ramp + rng.normal(0, 2, size=(h, w))
+    return np.round(level).astype(np.uint16)
+
+
+def outside_labels(h: int, w: int, gap: int = 8, grow: int = 8) -> np.ndarray:
+    """True outside the two label boxes, each grown by a JPEG block (8 px) for the ringing at their edges."""
+    keep = np.ones((h, 2 * w + gap), dtype=bool)
+    for left, top, right, bottom in label_boxes(w, h, gap).values():
+        keep[max(0, top - grow) : bottom + grow, max(0, left - grow) : right + grow] = False
+    return keep
+
+
+def assert_labelled(picture: np.ndarray, unlabelled: np.ndarray, h: int, w: int) -> None:
+    """Both labels are there: white text on a black box, where the picture itself is neither."""
+    boxes = label_boxes(w, h)
+    assert sorted(boxes) == ["after", "before"]
+    for left, top, right, bottom in boxes.values():
+        got, plain = picture[top:bottom, left:right], unlabelled[top:bottom, left:right]
+        assert np.abs(got - plain).mean() > 20  # the box hides the picture (measured 44-103)
+        grey = got.mean(axis=2)
+        assert (grey < 40).mean() > 0.5 and (grey > 200).mean() > 0.03  # mostly black, some white text
+
+
+def test_compare_before_half_is_packed_times_ratio_and_white_balance(
+    tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine
+) -> None:
+    h, w, ratio = 45, 67, 20
+    neutral = (0.5, 1.0, 0.7)  # AsShotNeutral: camera values of a grey; multipliers are 1/neutral
+    mosaic = smooth_mosaic(rng, h, w)
+    path = write_dng(tmp_path / "wb.dng", mosaic, orientation=6, as_shot_neutral=neutral)
+    seedark.enhance_file(path, tmp_path / "wb.png", ratio=ratio, engine=engine, compare=True)
+    enhanced = seedark.enhance(path, ratio=ratio, engine=engine)
+    before = before_reference(mosaic, neutral, ratio, TIFF_ROT90[6])
     assert before.max() < 250  # nothing clipped: the white balance shows in every channel
 
     with Image.open(tmp_path / "wb_compare.jpg") as im:
         assert im.format == "JPEG"
         compare = np.asarray(im.convert("RGB")).astype(np.float64)
     out_h, out_w = before.shape[:2]
-    assert compare.shape == (out_h, 2 * out_w + 8, 3)
-    left = compare[:, :out_w]
+    assert compare.shape == (out_h, 2 * out_w + 8, 3)  # small pictures keep their size
+    keep = outside_labels(out_h, out_w)
+    left, left_keep = compare[:, :out_w], keep[:, :out_w]
     # JPEG quality 95, 4:4:4: within 3 levels on average per channel (measured 0.7-1.1)
     for c in range(3):
-        assert np.abs(left[:, :, c] - before[:, :, c]).mean() < 3, f"channel {c}"
+        assert np.abs(left[:, :, c] - before[:, :, c])[left_keep].mean() < 3, f"channel {c}"
     # the right half is the enhanced image (measured 2.2 levels: the random-weight output is busy)
-    right = compare[:, out_w + 8 :]
-    assert np.abs(right - quantise_reference(enhanced, 8)).mean() < 3.5
+    right, right_keep = compare[:, out_w + 8 :], keep[:, out_w + 8 :]
+    assert np.abs(right - quantise_reference(enhanced, 8))[right_keep].mean() < 3.5
+    unlabelled = np.concatenate([before, np.full((out_h, 8, 3), 26.0), quantise_reference(enhanced, 8)], axis=1)
+    assert_labelled(compare, unlabelled, out_h, out_w)
+
+
+def lanczos(img: np.ndarray, width: int) -> np.ndarray:
+    height = round(img.shape[0] * width / img.shape[1])
+    small = Image.fromarray(img.astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(small).astype(np.float64)
+
+
+def test_compare_is_scaled_to_2400_and_labelled(
+    tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine
+) -> None:
+    h, w, ratio = 64, 1300, 20  # a wide frame: side by side it is 2608 px, over the default 2400
+    neutral = (0.5, 1.0, 0.7)
+    mosaic = smooth_mosaic(rng, h, w)
+    path = write_dng(tmp_path / "wide.dng", mosaic, as_shot_neutral=neutral)
+    seedark.enhance_file(path, tmp_path / "wide.png", ratio=ratio, engine=engine, compare=True, tile=0)
+    enhanced = seedark.enhance(path, ratio=ratio, engine=engine, tile=0)
+    # Independently: each half scaled to (2400 - 8) / 2 = 1196 columns with Pillow's Lanczos, aspect kept.
+    half = (2400 - 8) // 2
+    before = lanczos(before_reference(mosaic, neutral, ratio, 0), half)
+    after = lanczos(quantise_reference(enhanced, 8), half)
+    small_h = round(h * half / w)
+    assert before.shape == after.shape == (small_h, half, 3)
+    with Image.open(tmp_path / "wide_compare.jpg") as im:
+        compare = np.asarray(im.convert("RGB")).astype(np.float64)
+    assert compare.shape == (small_h, 2400, 3)
+    keep = outside_labels(small_h, half)
+    # JPEG quality 95, 4:4:4 after the same scaling: measured 0.8 and 2.6 levels (the busy random-weight output)
+    assert np.abs(compare[:, :half] - before)[keep[:, :half]].mean() < 3
+    assert np.abs(compare[:, half + 8 :] - after)[keep[:, half + 8 :]].mean() < 3.5
+    unlabelled = np.concatenate([before, np.full((small_h, 8, 3), 26.0), after], axis=1)
+    assert_labelled(compare, unlabelled, small_h, half)
+
+    # 0 keeps full size; another width is honoured the same way
+    for width, want in ((0, 2 * w + 8), (600, 600)):
+        seedark.enhance_file(
+            path, tmp_path / f"w{width}.png", ratio=ratio, engine=engine, compare=True, compare_width=width, tile=0
+        )
+        with Image.open(tmp_path / f"w{width}_compare.jpg") as im:
+            assert im.width == want

@@ -306,7 +306,9 @@ def test_server_down_is_reported(fixture_model: ModelRecord, server: FaultyServe
     server.stop()
     with pytest.raises(DownloadError) as info:
         download_model("fixture")
-    assert "cannot connect" in info.value.reason and "seedark models import fixture" in info.value.reason
+    port = server.httpd.server_port
+    first = f"cannot download model 'fixture' ({INDEX_NAME}): connection refused by 127.0.0.1:{port}"
+    assert info.value.reason.startswith(first) and "seedark models import fixture" in info.value.reason
     assert cached_files(tmp_path / "home") == []
 
 

@@ -46,8 +46,10 @@ import argparse
 import os
 import sys
 
-# Plain Eigen CPU kernels: deterministic, and identical across reruns.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+if __name__ == "__main__":
+    # Plain Eigen CPU kernels: deterministic, and identical across reruns. (The benchmarks import
+    # this module for the graph and leave the kernels to TF.)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np

@@ -42,7 +42,9 @@ _EXPORTS = {
     "DatasetError": "errors",
     "TrainingError": "errors",
     "run_batch": "pipeline.batch",
+    "run_demo": "pipeline.demo",
     "describe": "pipeline.info",
+    "raw_info": "pipeline.info",
     "TrainConfig": "training.config",
     "load_model": "models.cache",
     "download_model": "models.cache",
@@ -79,9 +81,11 @@ __all__ = [
     "load_weights",
     "pack_bayer",
     "plan_output",
+    "raw_info",
     "read_checkpoint",
     "read_raw",
     "run_batch",
+    "run_demo",
     "save_safetensors",
     "write_image",
 ]
@@ -107,8 +111,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from seedark.models.weights import LoadedWeights, load_weights, save_safetensors
     from seedark.packing import amplify, pack_bayer
     from seedark.pipeline.batch import run_batch
+    from seedark.pipeline.demo import run_demo
     from seedark.pipeline.enhance import enhance, enhance_file, enhance_frame, plan_output
-    from seedark.pipeline.info import describe
+    from seedark.pipeline.info import describe, raw_info
     from seedark.runtime.engine import Engine, load_engine
     from seedark.training.config import TrainConfig
 

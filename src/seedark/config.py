@@ -6,6 +6,9 @@
 ``SEEDARK_MIRROR``            a base URL that replaces every model's sources
 ``SEEDARK_OFFLINE``           ``1``/``true``/``yes``/``on``: never touch the network
 ``SEEDARK_ENGINE``            the back end ``--engine auto`` means: pytorch or openvino
+``SEEDARK_PRECISION``         the precision ``--precision auto`` means: fp32, bf16,
+                              fp16 or int8 (default: bf16 on CPUs with native bf16,
+                              fp32 elsewhere)
 ``SEEDARK_MAX_PIXELS``        the largest RAW image read, in pixels (``400000000``)
                               or megapixels (``400M``, ``400MP``); default 400 MP
 ``SEEDARK_MIN_DOWNLOAD_RATE`` the slowest download accepted, in bytes/s over a
@@ -24,6 +27,7 @@ HOME = "SEEDARK_HOME"
 MIRROR = "SEEDARK_MIRROR"
 OFFLINE = "SEEDARK_OFFLINE"
 ENGINE = "SEEDARK_ENGINE"
+PRECISION = "SEEDARK_PRECISION"
 MIN_DOWNLOAD_RATE = "SEEDARK_MIN_DOWNLOAD_RATE"
 MAX_PIXELS = "SEEDARK_MAX_PIXELS"
 
@@ -61,6 +65,11 @@ def offline() -> bool:
 def engine() -> str:
     """The back end ``auto`` stands for (``$SEEDARK_ENGINE``, lower case), or ``auto``."""
     return _get(ENGINE).lower() or "auto"
+
+
+def precision() -> str:
+    """The precision ``auto`` stands for (``$SEEDARK_PRECISION``, lower case), or ``auto``."""
+    return _get(PRECISION).lower() or "auto"
 
 
 def max_pixels() -> int:

@@ -4,12 +4,17 @@ The "before" picture for ``--compare`` is the input naively brightened: each pac
 channel is just scaled by the ratio, white-balanced with the camera's as-shot
 multipliers and gamma-encoded, with no denoising and no demosaicing beyond the
 packing itself: what a photographer would get by pushing the exposure slider.
-Shown beside the network's output it makes the difference plain.
+Shown beside the network's output it makes the difference plain. The pair is
+scaled to fit :data:`DEFAULT_COMPARE_WIDTH` (a screen, and a small JPEG) and each
+half is labelled "before" / "after" on a dark box, in Pillow's built-in font.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from seedark._parallel import ordered_parallel
 
@@ -155,3 +160,64 @@ def side_by_side(before: np.ndarray, after: np.ndarray, gap: int = 8) -> np.ndar
     canvas[: before.shape[0], : before.shape[1]] = before
     canvas[: after.shape[0], before.shape[1] + gap :] = after
     return canvas
+
+
+#: The widest ``--compare`` picture by default (``compare_width``; 0 keeps full size).
+DEFAULT_COMPARE_WIDTH = 2400
+#: Dark columns between the two halves.
+COMPARE_GAP = 8
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom (right and bottom exclusive)
+
+
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    # Pillow's own font (Aileron, built in), so nothing is read from or fetched into the system.
+    return ImageFont.load_default(size=size)
+
+
+def _labels(width: int, height: int, gap: int) -> list[tuple[str, Box, tuple[int, int], int]]:
+    """(text, box, text origin, font size) of each half's label; none that would not fit its half."""
+    size = max(10, min(96, width // 30))  # ~40 px on the default 2400 px picture
+    pad = max(2, size // 4)
+    out = []
+    for text, x in (("before", 0), ("after", width + gap)):
+        left, top, right, bottom = _font(size).getbbox(text)
+        box = (x + pad, pad, x + 3 * pad + int(right - left), 3 * pad + int(bottom - top))
+        if box[2] <= x + width and box[3] <= height:
+            out.append((text, box, (box[0] + pad - int(left), box[1] + pad - int(top)), size))
+    return out
+
+
+def label_boxes(width: int, height: int, gap: int = COMPARE_GAP) -> dict[str, Box]:
+    """Where :func:`compare_picture` puts the labels on halves of ``width`` x ``height``:
+    {"before": box, "after": box}, without a label that would not fit its half."""
+    return {text: box for text, box, _, _ in _labels(width, height, gap)}
+
+
+def fit_width(img: np.ndarray, width: int) -> np.ndarray:
+    """An 8-bit image scaled down to ``width`` columns (Lanczos, aspect kept); as is when not wider."""
+    h, w, _ = img.shape
+    if w <= width:
+        return img
+    size = (width, max(1, round(h * width / w)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(size, Image.Resampling.LANCZOS))
+
+
+def compare_picture(
+    before: np.ndarray, after: np.ndarray, max_width: int = DEFAULT_COMPARE_WIDTH, gap: int = COMPARE_GAP
+) -> np.ndarray:
+    """``before | after`` (8-bit, same shape), scaled to at most ``max_width`` columns
+    (0: full size) and labelled "before" and "after" (white on black, top left of each half)."""
+    if before.shape != after.shape or before.dtype != np.uint8 or after.dtype != np.uint8:
+        raise ValueError(f"both halves must be uint8 of one shape, got {before.shape} and {after.shape}")
+    if max_width:
+        half = max(1, (max_width - gap) // 2)
+        before, after = fit_width(before, half), fit_width(after, half)
+    h, w, _ = before.shape
+    picture = Image.fromarray(side_by_side(before, after, gap))
+    draw = ImageDraw.Draw(picture)
+    for text, box, origin, size in _labels(w, h, gap):
+        draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=(0, 0, 0))
+        draw.text(origin, text, fill=(255, 255, 255), font=_font(size))
+    return np.asarray(picture)

@@ -1,4 +1,8 @@
-"""The progress-callback types, one definition each (the CLI draws them; the library only calls them)."""
+"""The progress-callback types, one definition each.
+
+The library only calls them; ``seedark.cli.display`` draws them (tqdm bars on a terminal, nothing
+in a pipe), so an application embedding seedark may draw them its own way.
+"""
 
 from __future__ import annotations
 

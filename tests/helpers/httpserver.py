@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class Route:
     chunk_delay: float = 0.0  # seconds slept before each chunk (makes concurrent clients overlap)
     drop_after: int | None = None  # close the connection after this many body bytes of a response...
     drop_times: int = 0  # ...for the first N requests (-1: every request)
+    reset: bool = False  # drop by aborting the connection (TCP RST) rather than closing it cleanly
     fail_status: int | None = None  # answer this status instead...
     fail_times: int = 0  # ...for the first N requests (-1: every request)
     retry_after: str | None = None  # Retry-After header sent with fail_status
@@ -208,6 +210,10 @@ class FaultyServer:
         h.wfile.flush()
         if sent < length:  # injected drop: the client sees a body shorter than Content-Length
             h.close_connection = True
+            if route.reset:  # SO_LINGER 0: close() sends RST, the client's read fails with ECONNRESET
+                h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                h.connection.close()
+                return
             h.connection.shutdown(socket.SHUT_RDWR)
             return
         hit.complete = True

@@ -12,20 +12,11 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from seedark.io.exif import CameraMetadata, exif_ifd
-from seedark.io.tiff import Ifd, layout_tiff
-
-# CFA pattern strings as colour indices (DNG CFAPattern: 0 red, 1 green, 2 blue).
-CFA_PATTERNS: dict[str, tuple[int, int, int, int]] = {
-    "RGGB": (0, 1, 1, 2),
-    "BGGR": (2, 1, 1, 0),
-    "GRBG": (1, 0, 2, 1),
-    "GBRG": (1, 2, 0, 1),
-}
+from seedark.io.dng import A7S2_COLOR_MATRIX, CFA_PATTERNS, Photometric, cfa_array, dng_layout
+from seedark.io.exif import CameraMetadata, ExifTag
 
 # A Fujifilm X-Trans layout (6x6, colour indices as above).
 XTRANS_PATTERN = np.array(
@@ -40,65 +31,13 @@ XTRANS_PATTERN = np.array(
     dtype=np.uint8,
 )
 
-# Adobe's D65 matrix (XYZ -> camera) for the Sony a7S / a7S II, as in dcraw's
-# adobe_coeff table.
-A7S2_COLOR_MATRIX = (0.5838, -0.1430, -0.0246, -0.3497, 1.1477, 0.2297, -0.0748, 0.1885, 0.5778)
-
-Photometric = Literal["cfa", "linear", "mono"]
-
-# DNG / TIFF tags written here.
-_NEW_SUBFILE_TYPE = 254
+# DNG / TIFF tags the crafted files below patch.
 _IMAGE_WIDTH = 256
 _IMAGE_LENGTH = 257
-_BITS_PER_SAMPLE = 258
-_COMPRESSION = 259
-_PHOTOMETRIC = 262
-_MAKE = 271
-_MODEL = 272
 _STRIP_OFFSETS = 273
-_ORIENTATION = 274
-_SAMPLES_PER_PIXEL = 277
 _ROWS_PER_STRIP = 278
 _STRIP_BYTE_COUNTS = 279
-_PLANAR_CONFIGURATION = 284
-_SOFTWARE = 305
-_DATETIME = 306
-_CFA_REPEAT_PATTERN_DIM = 33421
-_CFA_PATTERN = 33422
 _EXIF_IFD = 34665
-_DNG_VERSION = 50706
-_DNG_BACKWARD_VERSION = 50707
-_UNIQUE_CAMERA_MODEL = 50708
-_CFA_PLANE_COLOR = 50710
-_CFA_LAYOUT = 50711
-_BLACK_LEVEL_REPEAT_DIM = 50713
-_BLACK_LEVEL = 50714
-_WHITE_LEVEL = 50717
-_COLOR_MATRIX1 = 50721
-_AS_SHOT_NEUTRAL = 50728
-_CALIBRATION_ILLUMINANT1 = 50778
-
-_PHOTOMETRIC_CFA = 32803
-_PHOTOMETRIC_LINEAR_RAW = 34892
-_D65 = 21
-_STRIP_BYTES = 64 << 10
-
-
-def cfa_array(cfa: str | np.ndarray) -> np.ndarray:
-    """The CFA as a 2-D array of colour indices (0 R, 1 G, 2 B)."""
-    if isinstance(cfa, str):
-        try:
-            return np.array(CFA_PATTERNS[cfa.upper()], dtype=np.uint8).reshape(2, 2)
-        except KeyError:
-            raise ValueError(f"unknown CFA {cfa!r}; use one of {sorted(CFA_PATTERNS)}") from None
-    arr = np.asarray(cfa, dtype=np.uint8)
-    if arr.ndim != 2 or arr.shape not in ((2, 2), (6, 6)) or arr.max() > 2:
-        raise ValueError("a CFA array must be 2x2 or 6x6 with values 0 (R), 1 (G), 2 (B)")
-    return arr
-
-
-def _fraction(value: float, den: int = 10000) -> tuple[int, int]:
-    return round(value * den), den
 
 
 def write_dng(
@@ -121,6 +60,8 @@ def write_dng(
     color_matrix: Sequence[float] = A7S2_COLOR_MATRIX,
     photometric: Photometric = "cfa",
     strings: Mapping[int, bytes] | None = None,
+    tags: Sequence[ExifTag] = (),
+    xmp: bytes | None = None,
 ) -> Path:
     """Write ``mosaic`` as an uncompressed DNG and return its path.
 
@@ -130,73 +71,10 @@ def write_dng(
     four, one per 2x2 position in row-major order (BlackLevelRepeatDim 2x2; CFA only).
     ``orientation`` is the TIFF Orientation (1..8). ``strings``: ASCII tags put into
     IFD0 with exactly these bytes, replacing any written from the other arguments
-    (hostile Make/Model/LensModel... for the sanitiser's tests).
+    (hostile Make/Model/LensModel... for the sanitiser's tests). ``tags``: more tags
+    (GPS, Artist, Copyright, UserComment...) in IFD0, the Exif or the GPS IFD; ``xmp``:
+    an XMP packet written as it is into IFD0's tag 700.
     """
-    data = np.asarray(mosaic)
-    if data.dtype != np.uint16:
-        raise ValueError(f"mosaic must be uint16, not {data.dtype}")
-    if photometric == "linear":
-        if data.ndim != 3 or data.shape[2] != 3:
-            raise ValueError("a 'linear' DNG takes an HxWx3 array")
-        samples = 3
-    elif data.ndim == 2:
-        samples = 1
-    else:
-        raise ValueError(f"a {photometric!r} DNG takes an HxW array")
-    if not 1 <= orientation <= 8:
-        raise ValueError("orientation must be 1..8")
-    h, w = data.shape[:2]
-
-    ifd = Ifd()
-    ifd.long(_NEW_SUBFILE_TYPE, 0)  # the main (full-resolution raw) image
-    ifd.long(_IMAGE_WIDTH, w)
-    ifd.long(_IMAGE_LENGTH, h)
-    ifd.short(_BITS_PER_SAMPLE, [16] * samples)
-    ifd.short(_COMPRESSION, 1)
-    ifd.short(_PHOTOMETRIC, _PHOTOMETRIC_CFA if photometric == "cfa" else _PHOTOMETRIC_LINEAR_RAW)
-    ifd.ascii(_MAKE, make)
-    ifd.ascii(_MODEL, model)
-    ifd.short(_ORIENTATION, orientation)
-    ifd.short(_SAMPLES_PER_PIXEL, samples)
-    ifd.short(_PLANAR_CONFIGURATION, 1)
-    ifd.ascii(_SOFTWARE, "seedark tests/rawgen.py")
-
-    row_bytes = w * samples * 2
-    rows_per_strip = max(1, min(h, _STRIP_BYTES // row_bytes))
-    raw = np.ascontiguousarray(data, dtype="<u2").reshape(-1).view(np.uint8)
-    flat = raw.data
-    strip = rows_per_strip * row_bytes
-    ifd.long(_ROWS_PER_STRIP, rows_per_strip)
-    ifd.strips(_STRIP_OFFSETS, _STRIP_BYTE_COUNTS, [flat[i : i + strip] for i in range(0, len(flat), strip)])
-
-    if photometric == "cfa":
-        pattern = cfa_array(cfa)
-        ifd.short(_CFA_REPEAT_PATTERN_DIM, list(pattern.shape))
-        ifd.byte(_CFA_PATTERN, pattern.reshape(-1).tolist())
-        ifd.byte(_CFA_PLANE_COLOR, [0, 1, 2])
-        ifd.short(_CFA_LAYOUT, 1)  # rectangular
-
-    if isinstance(black_level, int):
-        ifd.short(_BLACK_LEVEL_REPEAT_DIM, [1, 1])
-        ifd.long(_BLACK_LEVEL, [black_level] * samples)
-    else:
-        levels = [int(v) for v in black_level]
-        if len(levels) != 4 or photometric != "cfa":
-            raise ValueError("per-position black levels need 4 values and a CFA image")
-        ifd.short(_BLACK_LEVEL_REPEAT_DIM, [2, 2])
-        ifd.long(_BLACK_LEVEL, levels)
-    ifd.long(_WHITE_LEVEL, [white_level] * samples)
-
-    ifd.byte(_DNG_VERSION, [1, 4, 0, 0])
-    ifd.byte(_DNG_BACKWARD_VERSION, [1, 1, 0, 0])
-    ifd.ascii(_UNIQUE_CAMERA_MODEL, f"{make} {model}")
-    if photometric != "mono":
-        if len(color_matrix) != 9 or len(as_shot_neutral) != 3:
-            raise ValueError("color_matrix takes 9 values and as_shot_neutral 3")
-        ifd.srational(_COLOR_MATRIX1, [_fraction(v) for v in color_matrix])
-        ifd.rational(_AS_SHOT_NEUTRAL, [_fraction(v) for v in as_shot_neutral])
-        ifd.short(_CALIBRATION_ILLUMINANT1, _D65)
-
     meta = CameraMetadata(
         make=make,
         model=model,
@@ -206,17 +84,25 @@ def write_dng(
         iso=iso,
         focal_length=focal_length,
         datetime_original=datetime_original,
+        tags=tuple(tags),
+        xmp=xmp,
     )
-    if datetime_original:
-        ifd.ascii(_DATETIME, datetime_original)
-    # A raw file has no output colour space, so no ColorSpace tag.
-    ifd.sub_ifd(_EXIF_IFD, exif_ifd(meta, color_space=None))
-    for tag, value in (strings or {}).items():
-        ifd.ascii(tag, value)
-
+    layout = dng_layout(
+        mosaic,
+        cfa=cfa,
+        black_level=black_level,
+        white_level=white_level,
+        orientation=orientation,
+        metadata=meta,
+        as_shot_neutral=as_shot_neutral,
+        color_matrix=color_matrix,
+        photometric=photometric,
+        software="seedark tests/rawgen.py",
+        strings=strings,
+    )
     out = Path(path)
-    with open(out, "wb") as fh:
-        layout_tiff(ifd).write_to(fh)
+    with open(out, "wb") as fh:  # not atomic, unlike seedark.io.dng.write_dng: tests overwrite freely
+        layout.write_to(fh)
     return out
 
 
@@ -292,3 +178,17 @@ def write_huge_dng(path: str | os.PathLike[str], width: int, height: int) -> Pat
     out.write_bytes(data)
     os.truncate(out, strip + width * height * 2)
     return out
+
+
+__all__ = [
+    "A7S2_COLOR_MATRIX",
+    "CFA_PATTERNS",
+    "XTRANS_PATTERN",
+    "IfdEntry",
+    "cfa_array",
+    "ifd_entries",
+    "patch_entry",
+    "quadrant_mosaic",
+    "write_dng",
+    "write_huge_dng",
+]

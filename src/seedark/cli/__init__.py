@@ -13,26 +13,29 @@ import sys
 import click
 
 from seedark._version import __version__
-from seedark.cli import images, models, signals, training
-from seedark.cli.display import safe, setup_logging
+from seedark.cli import demo, images, models, signals, training
+from seedark.cli.display import bars_closed, safe, setup_logging
+from seedark.cli.options import QUIET_HELP, VERBOSE_HELP
 from seedark.errors import SeedarkError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="seedark")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr.")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP + " Also accepted after the command's name.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP + " Also accepted after the command's name.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Turn dark RAW photos into clean, bright images ("Learning to See in the Dark")."""
     setup_logging(verbose, quiet)
-    ctx.obj = {"quiet": quiet}
+    # shared with every subcommand, whose own -v/-q add to these (cli.options.verbosity_options)
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 
 for command in (
     images.enhance,
     images.batch,
     images.info,
+    demo.demo,
     models.models,
     training.eval_command,
     training.train_command,
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
     try:
-        with signals.interrupts():
+        with signals.interrupts(), bars_closed():  # an error's line must not land on a bar's
             code = cli.main(args=argv, prog_name="seedark", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare 'seedark'
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))

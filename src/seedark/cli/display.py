@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, TextIO
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -25,45 +26,106 @@ def safe(text: object) -> str:
 def print_path(path: os.PathLike[str]) -> None:
     """A written path on stdout: made printable for a person at a terminal, the exact bytes
     for a script (``$(seedark enhance ...)`` must get the real name, whatever its encoding)."""
-    if sys.stdout.isatty():
-        click.echo(safe(path))
-    else:
+    if not sys.stdout.isatty():
         click.echo(os.fsencode(path))
+    elif _bars:  # stdout and stderr are most likely the same terminal: not on the bar's line either
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stdout):
+            click.echo(safe(path))
+    else:
+        click.echo(safe(path))
+
+
+# The bars now drawn on stderr: while one is, every other line goes through tqdm.write, which clears
+# the bar, prints the line and draws the bar again below it (a plain write would land on the bar's line).
+_bars: list[Any] = []
+
+
+def open_bar(**options: Any) -> Any:
+    """A tqdm bar on the current stderr. It animates only on a terminal (``disable=None``): in a pipe
+    or a log file a bar would be a stream of carriage returns, so there it is silent.
+    tqdm is imported here, not with the module: ``seedark --help`` must not pay for it."""
+    from tqdm import tqdm
+
+    bar = tqdm(file=sys.stderr, disable=None, dynamic_ncols=True, **options)
+    if not bar.disable:
+        _bars.append(bar)
+    return bar
+
+
+def close_bar(bar: Any) -> None:
+    """Draw ``bar`` a last time and end its line."""
+    if bar in _bars:
+        _bars.remove(bar)
+    with contextlib.suppress(OSError, ValueError):  # stderr closed: nothing sensible left to do
+        bar.close()
+
+
+def close_bars() -> None:
+    """End every bar still drawn, so what comes next (a summary, an error) starts on a line of its own."""
+    for bar in list(_bars):
+        close_bar(bar)
+
+
+@contextlib.contextmanager
+def bars_closed() -> Iterator[None]:
+    """Bars an error or Ctrl-C left open are closed before the error is printed."""
+    try:
+        yield
+    finally:
+        close_bars()
+
+
+def write_line(text: str) -> None:
+    """One line on stderr, above the bars if any are drawn."""
+    if _bars:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 class Progress:
-    """A one-line progress bar on stderr, shown only on a terminal and only after a moment."""
+    """Draws a library progress callback ``(done, total)`` as a tqdm bar: counted work (tiles, files,
+    steps) with its rate and ETA, or bytes (``unit="B"``: size, speed, ETA). The bar opens at the first
+    call (on a terminal only, and only after ``delay`` seconds, so quick work shows nothing) and closes
+    when ``done`` reaches ``total``."""
 
-    def __init__(self, label: str, unit: str = "", *, stream: TextIO | None = None, delay: float = 0.5) -> None:
-        self.label = label
-        self.unit = unit
-        self.stream = stream or sys.stderr
-        self.delay = delay
-        self.start = time.monotonic()
-        self.shown = False
-        self.enabled = self.stream.isatty()
+    def __init__(self, label: str, unit: str = "it", *, delay: float = 0.5) -> None:
+        self.label, self.unit, self.delay = label, unit.strip(), delay  # tqdm's style: 3.2tiles/s, 1.5s/step
+        self.postfix = ""  # shown after the counts (training: the loss); the caller may change it, and the label
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int | None) -> None:
-        if not self.enabled:
+        bar = self.bar
+        if bar is None:
+            byte_options = {"unit_scale": True, "unit_divisor": 1000} if self.unit == "B" else {}
+            # initial=done: a resumed download's speed counts only the bytes that arrive now
+            bar = self.bar = open_bar(
+                desc=self.label, total=total, initial=done, unit=self.unit, delay=self.delay, **byte_options
+            )
+        if bar.disable:  # not a terminal (a disabled tqdm keeps no state to update)
             return
-        elapsed = time.monotonic() - self.start
-        finished = total is not None and done >= total
-        if elapsed < self.delay and not self.shown:
-            return
-        width = 30
-        if total:
-            frac = min(1.0, done / total)
-            bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-            count = human(done, self.unit) + "/" + human(total, self.unit)
-            self.stream.write(f"\r{self.label} [{bar}] {count} {elapsed:5.1f}s")
-        else:
-            self.stream.write(f"\r{self.label} {human(done, self.unit)} {elapsed:5.1f}s")
-        self.shown = True
-        if finished:
-            self.stream.write("\n")
-            self.shown = False
-            self.enabled = False
-        self.stream.flush()
+        if done < bar.n:  # a download starting again from zero
+            bar.reset(total)
+            bar.initial = 0
+        if total != bar.total:
+            bar.total = total
+        if bar.desc != self.label:
+            bar.set_description_str(self.label, refresh=False)
+        if self.postfix:
+            bar.set_postfix_str(self.postfix, refresh=False)
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            close_bar(self.bar)
+            self.bar = None
 
 
 def human(n: int, unit: str) -> str:
@@ -78,11 +140,11 @@ def human(n: int, unit: str) -> str:
 
 
 class StderrHandler(logging.Handler):
-    """Writes to whatever sys.stderr is at the time (it may be replaced after setup)."""
+    """Writes to whatever sys.stderr is at the time (it may be replaced after setup), around any bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(OSError, ValueError):  # stderr closed: nothing sensible left to do
-            sys.stderr.write(safe(self.format(record)) + "\n")
+            write_line(safe(self.format(record)))
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -94,34 +156,37 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 class BatchDisplay:
-    """Overall progress: a bar on a terminal, plain lines otherwise, nothing with --quiet."""
+    """A batch's progress: each file's line, and under it a bar of files done with the ETA, on a
+    terminal; the same lines prefixed ``[done/total]`` and no bar otherwise; nothing with --quiet."""
 
-    def __init__(self, quiet: bool, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.tty = self.stream.isatty()
-        self.start = time.monotonic()
-        self.timed = 0
+        self.bar: Any = None
+        self.started = time.time()  # tqdm's clock
 
     def __call__(self, event: Any) -> None:
         if self.quiet:
             return
         name = event.source.name
         if event.kind == "converted":
-            self.timed += 1
             line = f"converted {name} -> {event.output} (ratio x{event.ratio:.1f}, {event.seconds:.1f} s)"
         elif event.kind == "skipped":
             line = f"skipped {name}: {event.output} exists"
         else:
             line = f"failed {name}: {event.reason}"
-        if not self.tty:
-            self.stream.write(f"[{event.done}/{event.total}] {safe(line)}\n")
-        else:
-            elapsed = time.monotonic() - self.start
-            left = event.total - event.done
-            eta = f" ETA {elapsed / self.timed * left:.0f}s" if self.timed and left else ""
-            fill = int(30 * event.done / event.total)
-            bar = f"[{'#' * fill}{'-' * (30 - fill)}] {event.done}/{event.total} files{eta}"
-            # the event's line scrolls up; the bar stays on the last line
-            self.stream.write(f"\r\x1b[K{safe(line)}\n{bar}" + ("\n" if not left else ""))
-        self.stream.flush()
+        if self.bar is None:
+            self.bar = open_bar(total=event.total, unit="file", desc="batch")
+            # the total is known only now, but the batch (and its first file) started earlier: the
+            # rate and ETA count from then, not from a first file that took no time
+            self.bar.start_t = self.bar.last_print_t = self.started
+        if self.bar.disable:
+            write_line(f"[{event.done}/{event.total}] {safe(line)}")
+            return
+        write_line(safe(line))  # scrolls up; the bar stays on the last line
+        self.bar.update(event.done - self.bar.n)
+        if event.done >= event.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            close_bar(self.bar)

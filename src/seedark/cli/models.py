@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from seedark.cli.display import Progress, human
+from seedark.cli.options import verbosity_options
 from seedark.errors import SeedarkError
 
 
 @click.group()
+@verbosity_options
 def models() -> None:
     """List, download, import and remove cached models."""
 
 
 @models.command("list")
-def models_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout: one object per model.")
+@verbosity_options
+def models_list(as_json: bool) -> None:
     """Known and cached models."""
     from seedark.models.cache import list_models
 
     rows = list_models()
+    if as_json:
+        fields = ("name", "description", "cached", "size", "path", "imported", "verified", "download_size")
+        found = [{f: getattr(row, f) for f in fields} for row in rows]
+        click.echo(json.dumps([{**d, "path": None if d["path"] is None else str(d["path"])} for d in found], indent=2))
+        return
     click.echo(f"{'name':<12} {'cached':<7} {'size':>9}  {'path / download':<40} description")
     for row in rows:
         if row.cached:
@@ -32,6 +42,7 @@ def models_list() -> None:
 
 
 @models.command("download")
+@verbosity_options
 @click.argument("names", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Fetch again even if cached.")
 @click.pass_context
@@ -40,11 +51,12 @@ def models_download(ctx: click.Context, names: tuple[str, ...], force: bool) -> 
     from seedark.models.cache import download_model
 
     for name in names:
-        bar = None if ctx.obj["quiet"] else Progress(f"downloading {name}", "B")
+        bar = None if ctx.obj["quiet"] else Progress(f"downloading {name}", "B", delay=0)
         click.echo(str(download_model(name, force=force, progress=bar)))
 
 
 @models.command("import")
+@verbosity_options
 @click.argument("name")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--unverified", is_flag=True, help="Import your own checkpoint under a new name (no pinned hashes).")
@@ -56,6 +68,7 @@ def models_import(name: str, path: Path, unverified: bool) -> None:
 
 
 @models.command("path")
+@verbosity_options
 def models_path() -> None:
     """Folder where models are cached (SEEDARK_HOME overrides it)."""
     from seedark.models.cache import models_dir
@@ -64,6 +77,7 @@ def models_path() -> None:
 
 
 @models.command("remove")
+@verbosity_options
 @click.argument("name")
 def models_remove(name: str) -> None:
     """Delete a cached model."""

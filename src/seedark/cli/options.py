@@ -2,22 +2,58 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
 from seedark import config
+from seedark.cli.display import setup_logging
 
-log = logging.getLogger("seedark")
 
-
-def quiet_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    if value:
-        ctx.ensure_object(dict)["quiet"] = True
-        log.setLevel(logging.WARNING)
+def _verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """-v/-q given after a subcommand's name add to those given before it (kept in ``ctx.obj``,
+    which every subcommand shares with the group): quiet wins, -v counts."""
+    obj = ctx.ensure_object(dict)
+    if param.name == "verbose":
+        obj["verbose"] = obj.get("verbose", 0) + value
+    else:
+        obj["quiet"] = obj.get("quiet", False) or value
+    setup_logging(obj.get("verbose", 0), obj.get("quiet", False))
     return value
+
+
+def _given(ctx: click.Context, param: click.Parameter, value: Any) -> bool:
+    return value is not None and ctx.get_parameter_source(str(param.name)) != click.core.ParameterSource.DEFAULT
+
+
+def _check_tile(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A bad --tile is a usage error at parse time, before torch loads (``parse_tile`` needs none)."""
+    if _given(ctx, param, value):
+        from seedark.runtime.tiling import parse_tile
+
+        parse_tile(value)
+    return value
+
+
+def _check_ratio(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A bad --ratio is a usage error at parse time, before torch loads."""
+    if _given(ctx, param, value):
+        from seedark.exposure import parse_ratio  # numpy: only when a value was given
+
+        parse_ratio(value)
+    return value
+
+
+VERBOSE_HELP = "More detail on stderr (debug log lines)."
+QUIET_HELP = "Only warnings and errors on stderr: no progress, no log lines."
+
+
+def verbosity_options(f: Any) -> Any:
+    """-v/--verbose and -q/--quiet on a subcommand, so that they work after its name as well
+    as before it (``seedark enhance x.dng -q`` = ``seedark -q enhance x.dng``)."""
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_verbosity, help=QUIET_HELP)(f)
+    return click.option("-v", "--verbose", count=True, expose_value=False, callback=_verbosity, help=VERBOSE_HELP)(f)
 
 
 def engine_options(f: Any) -> Any:
@@ -25,25 +61,35 @@ def engine_options(f: Any) -> Any:
     (``--engine`` is ``backend``), so a command hands them on as they are (``**options``)."""
     options = [
         click.option(
-            "-q", "--quiet", is_flag=True, expose_value=False, callback=quiet_flag, help="No progress on stderr."
+            "--weights",
+            type=click.Path(path_type=Path),
+            help="TF checkpoint (folder or prefix) or .safetensors file (default: none; --model is used).",
         ),
         click.option(
-            "--weights", type=click.Path(path_type=Path), help="TF checkpoint (folder or prefix) or .safetensors file."
+            "--model",
+            help="Cached model name (default: from the camera: sony for Bayer sensors, fuji for X-Trans). "
+            "See 'seedark models list'.",
         ),
-        click.option("--model", help="Cached model name (default: sony). See 'seedark models list'."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
         click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+            "--device",
             default="auto",
             show_default=True,
-            help="Arithmetic precision; fp32 is the reference and what auto uses; bf16 needs a CPU with "
-            "native bf16 or a GPU.",
+            help="auto, cpu, cuda, cuda:N or mps; auto picks CUDA, then MPS, then the CPU.",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+            default="auto",
+            show_default=True,
+            help="Arithmetic precision. auto: bf16 on CPUs with native bf16 (AVX512-BF16, AMX), fp32 "
+            "elsewhere ($SEEDARK_PRECISION overrides); fp32 is the exact reference; int8 (opt-in, CPU, "
+            "pip install 'seedark[int8]') is the fast mode for CPUs without bf16.",
         ),
         click.option(
             "--tile",
             default="auto",
             show_default=True,
+            callback=_check_tile,
             help="Tile core size in packed pixels; 0 = whole frame; auto keeps the process under ~1.4 GB "
             "or half the free memory.",
         ),
@@ -56,6 +102,7 @@ def engine_options(f: Any) -> Any:
             help="Inference back end; auto uses OpenVINO on the CPU when installed (pip install 'seedark[openvino]').",
         ),
     ]
+    f = verbosity_options(f)  # applied first, so listed last in --help
     for option in reversed(options):
         f = option(f)
     return f
@@ -67,22 +114,62 @@ def output_options(f: Any) -> Any:
             "--ratio",
             default="auto",
             show_default=True,
+            callback=_check_ratio,
             help="Amplification (reference exposure / this exposure; paper: 100-300), or auto to estimate it.",
         ),
         click.option(
-            "--format", "fmt", type=click.Choice(["png", "tiff", "jpeg"]), help="Output format (default: png)."
+            "--format",
+            "fmt",
+            type=click.Choice(["png", "tiff", "jpeg"]),
+            help="Output format (default: from -o's file extension, else png).",
+        ),
+        click.option(
+            "--suffix",
+            default="",
+            help="Added to the input's name for the output's: --suffix _sid gives DSC0001_sid.png (default: none).",
         ),
         click.option("--bits", type=int, help="Bits per sample for PNG/TIFF: 8 or 16 (default: 8 PNG, 16 TIFF)."),
+        click.option("--quality", type=int, help="JPEG quality, 1-100 (default: 95). JPEG only."),
+        click.option(
+            "--compression",
+            type=click.Choice(["deflate", "none"]),
+            help="TIFF compression: deflate (lossless, default) or none. TIFF only.",
+        ),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        click.option(
+            "--keep-mtime", is_flag=True, help="Give each output its RAW file's modification time (for catalogues)."
+        ),
         click.option(
             "--compare",
             is_flag=True,
-            help="Also write <name>_compare.jpg: naively brightened input | enhanced (replaced only with --overwrite).",
+            help="Also write <output name>_compare.jpg: naively brightened input | enhanced (replaced only with "
+            "--overwrite).",
+        ),
+        click.option(
+            "--compare-width",
+            type=int,
+            help="Largest width of the --compare picture in pixels; 0 = full size (default: 2400).",
         ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def cluster_options(f: Any) -> Any:
+    """Where the files are converted: here (default) or on the workers of a Ray cluster."""
+    f = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        help="With --cluster: how many Ray workers, one CPU each (default: one per CPU of the cluster).",
+    )(f)
+    return click.option(
+        "--cluster",
+        metavar="ray|ray://HOST:PORT",
+        help="Run on a Ray cluster: ray ($RAY_ADDRESS, else a Ray instance started here) or ray://HOST:PORT "
+        "(Ray Client). Inputs and outputs must be on storage every node sees (pip install 'seedark[ray]'). "
+        "Default: none, on this machine.",
+    )(f)
 
 
 def find_list(list_file: Path, data: Path | None) -> Path:

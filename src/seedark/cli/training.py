@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from seedark.cli.display import Progress
-from seedark.cli.options import engine_options, find_list, quiet_flag
+from seedark.cli.options import cluster_options, engine_options, find_list, verbosity_options
 from seedark.training.config import TrainConfig
 from seedark.training.noiseprofile import NoiseProfile, load_profile
 
@@ -34,11 +34,12 @@ log = logging.getLogger("seedark")
     help="Official list, e.g. Sony_test_list.txt (looked up in --data too).",
 )
 @click.option("--all", "include_all", is_flag=True, help="Also score the misaligned scenes 10034, 10045 and 10172.")
-@click.option("--out", type=click.Path(path_type=Path), help="Folder to write results.csv and results.json into.")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for results.csv and .json (default: none).")
 @click.option("--save-images", is_flag=True, help="Also write each output as <input name>.png into --out.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Keep the decoded ground truth here for later runs.")
-@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Keep decoded ground truth here (default: none).")
+@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs (default: all).")
 @engine_options
+@cluster_options
 @click.pass_context
 def eval_command(
     ctx: click.Context,
@@ -55,6 +56,8 @@ def eval_command(
     precision: str,
     backend: str,
     tile: str,
+    cluster: str | None,
+    workers: int | None,
 ) -> None:
     """Score a model on an official SID list: PSNR and SSIM per image, overall and per ratio."""
     from seedark.training.evaluate import ImageScore, evaluate
@@ -81,6 +84,8 @@ def eval_command(
         cache_dir=cache_dir,
         limit=limit,
         on_image=show,
+        cluster=cluster,
+        workers=workers,
     )
     click.echo(f"mean of {len(report.scores)} images: PSNR {report.mean_psnr:.2f} dB, SSIM {report.mean_ssim:.4f}")
     for label, group in report.per_ratio().items():
@@ -162,7 +167,7 @@ def _config(values: dict[str, Any]) -> TrainConfig:
 
 @click.command("train")
 @_config_options
-@click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=quiet_flag, help="No progress on stderr.")
+@verbosity_options
 @click.pass_context
 def train_command(ctx: click.Context, **options: Any) -> None:
     """Train the SID network (the paper's recipe by default); run under torchrun for several GPUs or nodes."""
@@ -174,11 +179,12 @@ def train_command(ctx: click.Context, **options: Any) -> None:
         log.setLevel(logging.WARNING)
     quiet = ctx.obj["quiet"] or rank != 0
     config = _config(options)
-    bar = Progress("training", " steps")
+    bar = Progress("training", " steps", delay=0)
     cache_bar = Progress("decoding ground truth", " files")
 
     def on_step(status: TrainStatus) -> None:
-        bar.label = f"epoch {status.epoch}/{status.epochs} loss {status.epoch_loss:.4f}"
+        bar.label = f"epoch {status.epoch}/{status.epochs}"
+        bar.postfix = f"loss {status.epoch_loss:.4f}"
         bar(status.step, status.total_steps)
 
     result = train(config, progress=None if quiet else on_step, cache_progress=None if quiet else cache_bar)

@@ -13,6 +13,7 @@ from typing import BinaryIO
 import numpy as np
 
 from seedark._parallel import ordered_parallel
+from seedark.io.xmp import png_chunk_data
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Measured on a 12 MP photographic image (Up filter): Z_RLE is about twice as fast as
@@ -73,7 +74,7 @@ def _filter_up(rows: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def encode_png(fh: BinaryIO, q: np.ndarray, icc: bytes, exif: bytes) -> None:
+def encode_png(fh: BinaryIO, q: np.ndarray, icc: bytes, exif: bytes, xmp: bytes | None = None) -> None:
     h, w, _ = q.shape
     bit_depth = 8 if q.dtype == np.uint8 else 16
     row_bytes = w * 3 * (bit_depth // 8)
@@ -98,6 +99,9 @@ def encode_png(fh: BinaryIO, q: np.ndarray, icc: bytes, exif: bytes) -> None:
     _write_png_chunk(fh, b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, 2, 0, 0, 0))
     _write_png_chunk(fh, b"iCCP", b"sRGB\0\0" + zlib.compress(icc, 9))
     _write_png_chunk(fh, b"eXIf", exif)
+    if xmp:
+        # iTXt "XML:com.adobe.xmp", before the image data as the XMP spec asks.
+        _write_png_chunk(fh, b"iTXt", png_chunk_data(xmp))
     # The zlib stream is split over IDAT chunks: a 2-byte header, one chunk per piece
     # and the Adler-32 of all the filtered data (IDAT boundaries carry no meaning).
     # CMF/FLG: deflate, 32 KiB window, "fastest" level hint.

@@ -257,6 +257,9 @@ def _merge_metadata(exif: CameraMetadata, raw: object) -> CameraMetadata:
         iso=pick(exif.iso, getattr(other, "iso_speed", None)),  # type: ignore[arg-type]
         focal_length=pick(exif.focal_length, getattr(other, "focal_length", None)),  # type: ignore[arg-type]
         datetime_original=pick(exif.datetime_original, stamp),  # type: ignore[arg-type]
+        # LibRaw has no say in these: they are copied to outputs as the file (or its sidecar) holds them.
+        tags=exif.tags,
+        xmp=exif.xmp,
     )
 
 

@@ -7,6 +7,10 @@ writer cannot disagree about them.
 The layout is: 8-byte header, IFD0 and its out-of-line values, each sub-IFD (in tag
 order, depth first) with its values, then every strip's data in the order the strips
 were added. Offsets are 32-bit, so the whole structure must stay below 4 GiB.
+
+A writer whose strip sizes are only known once written (compressed strips) streams
+the strips first and puts the directory last, as libtiff does: :func:`tiff_header`,
+the data, then :func:`ifd_at` for the directory and the header's offset patched.
 """
 
 from __future__ import annotations
@@ -310,19 +314,45 @@ def layout_tiff(ifd0: Ifd) -> TiffLayout:
     if pos > MAX_TIFF_SIZE:
         raise ValueError(f"TIFF data of {pos} bytes exceeds the 4 GiB limit of classic TIFF")
 
-    out = bytearray()
-    magic = b"II" if bo == "<" else b"MM"
-    out += magic + struct.pack(f"{bo}HI", 42, 8)
+    out = bytearray(tiff_header(bo, 8))
     _serialize(ifd0, out, strip_offsets)
     if len(out) != head_size:  # a bug here would corrupt every offset
         raise AssertionError(f"TIFF layout size mismatch: {len(out)} != {head_size}")
     return TiffLayout(bytes(out), data)
 
 
-def _serialize(ifd: Ifd, out: bytearray, strip_offsets: dict[int, list[int]]) -> None:
-    """Append ``ifd`` at the current end of ``out``, then its values and sub-IFDs."""
+def tiff_header(byteorder: ByteOrder, ifd0_offset: int) -> bytes:
+    """The 8-byte classic TIFF header pointing at IFD0."""
+    magic = b"II" if byteorder == "<" else b"MM"
+    return magic + struct.pack(f"{byteorder}HI", 42, ifd0_offset)
+
+
+def ifd_at(ifd0: Ifd, offset: int) -> bytes:
+    """``ifd0``, its values and sub-IFDs serialised to sit at ``offset`` in the file.
+
+    For the directory written after the strip data (whose offsets and byte counts the
+    caller has already set as plain LONGs). ``offset`` must be even (TIFF word
+    alignment). Raises ValueError when the directory would end past 4 GiB.
+    """
+    if any(True for _ in _walk_strips(ifd0)):
+        raise ValueError("a directory written after its data holds offsets, not strips")
+    if offset & 1 or offset < 8:
+        raise ValueError(f"an IFD must start at an even offset after the header, not {offset}")
+    size = _ifd_size(ifd0)
+    if offset + size > MAX_TIFF_SIZE:
+        raise ValueError(f"TIFF data of {offset + size} bytes exceeds the 4 GiB limit of classic TIFF")
+    out = bytearray()
+    _serialize(ifd0, out, {}, base=offset)
+    if len(out) != size:  # a bug here would corrupt every offset
+        raise AssertionError(f"TIFF layout size mismatch: {len(out)} != {size}")
+    return bytes(out)
+
+
+def _serialize(ifd: Ifd, out: bytearray, strip_offsets: dict[int, list[int]], base: int = 0) -> None:
+    """Append ``ifd`` at the current end of ``out`` (which starts at file offset ``base``),
+    then its values and sub-IFDs."""
     bo = ifd.byteorder
-    start = len(out)
+    start = base + len(out)
     tags = ifd.tags
     values_pos = start + 2 + 12 * len(tags) + 4
 
@@ -364,4 +394,4 @@ def _serialize(ifd: Ifd, out: bytearray, strip_offsets: dict[int, list[int]]) ->
     for p in payloads:
         out += p
     for _, sub in sub_ifds:
-        _serialize(sub, out, strip_offsets)
+        _serialize(sub, out, strip_offsets, base)

@@ -10,7 +10,9 @@
   (416) makes us start again from zero. A ``.part`` that fails verification is
   deleted, so a corrupt partial is never resumed forever; if that partial came from
   an earlier attempt, the same source is tried once more from scratch.
-* Connection errors, timeouts, HTTP 5xx and 429 are retried with exponential
+* A host name that does not resolve and a refused connection fail that source at once
+  (offline, a retry would fail the same way seconds later). Other connection errors
+  (resets, drops), timeouts, HTTP 5xx and 429 are retried with exponential
   backoff (``Retry-After`` is honoured up to :data:`RETRY_MAX_DELAY`); the retry
   budget starts afresh whenever an attempt made progress, so a flaky link that
   keeps dropping still finishes. 401/403/404/410 fail that source at once.
@@ -38,6 +40,7 @@ import hashlib
 import http.client
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -227,11 +230,20 @@ def fetch(
     finally:
         if session is None:
             sess.close()
+    raise DownloadError(_failure_reason(failures), target)
+
+
+def _failure_reason(failures: list[tuple[str, str]]) -> str:
+    """What went wrong, first line first: the first source's reason; then each source's when there were several."""
+    url, reason = failures[0]
     if len(failures) == 1:
-        url, reason = failures[0]
-        raise DownloadError(f"download failed: {reason} (from {url})", target)
+        # a host-level failure names the host already; the whole (long) URL would only bury it
+        return reason if reason.startswith(_HOST_FAILURES) else f"{reason} (from {url})"
     lines = "\n".join(f"  {url}: {reason}" for url, reason in failures)
-    raise DownloadError(f"download failed from every source:\n{lines}", target)
+    return f"{reason}; every other source failed too:\n{lines}"
+
+
+_HOST_FAILURES = ("cannot resolve host ", "connection refused by ")
 
 
 def new_session() -> requests.Session:
@@ -285,7 +297,7 @@ def _fetch_url(job: _Job, url: str, retries: int, backoff: float) -> None:
                 raise _UrlFailed(f"{exc.reason} (gave up after {retries + 1} attempts)") from None
             delay = backoff * 2 ** (attempt - 1) if exc.retry_after is None else exc.retry_after
             delay = max(0.0, min(delay, RETRY_MAX_DELAY))
-            log.info("%s from %s; retrying in %.1f s (%d/%d)", exc.reason, url, delay, attempt, retries)
+            log.info("%s; retrying %s in %.1f s (%d/%d)", exc.reason, urlsplit(url).netloc, delay, attempt, retries)
             _sleep(delay)
             continue
         problem = _verify(job)
@@ -369,9 +381,43 @@ def _request(job: _Job, url: str, offset: int) -> requests.Response:
     except requests.Timeout:
         raise _Transient("timed out waiting for the server") from None
     except requests.ConnectionError as exc:
-        raise _Transient(f"cannot connect (no network, or the server is down): {_short(exc)}") from None
+        lasting = _lasting_connect_failure(exc, url)
+        if lasting is not None:  # retrying would only repeat it: fail this source now
+            raise _UrlFailed(lasting) from None
+        raise _Transient(f"cannot connect: {_short(exc)}") from None
     except _NETWORK_ERRORS as exc:
         raise _Transient(f"request failed: {_short(exc)}") from None
+
+
+def _lasting_connect_failure(exc: BaseException, url: str) -> str | None:
+    """Why a connection could not even start, when a retry a few seconds later would fail the same way:
+    the host name does not resolve (no network, no DNS, a typo) or nothing listens at the address.
+    None for what may pass (a reset, a timeout), and for a proxy's failures (the URL's host is not the one at fault)."""
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return None
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve host {host} (no network?)"
+        if isinstance(cause, ConnectionRefusedError):
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            return f"connection refused by {host}:{port} (is the server down?)"
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps: requests and urllib3 nest the socket error two or three deep."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        inner = [getattr(cur, "reason", None), cur.__cause__, cur.__context__, *cur.args]
+        todo += [e for e in inner if isinstance(e, BaseException)]
 
 
 def _check_status(job: _Job, resp: requests.Response, offset: int) -> None:

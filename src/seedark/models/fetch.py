@@ -14,14 +14,16 @@ source; plain HTTP, no Google Drive handling.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from seedark.config import mirror
-from seedark.errors import UsageError, WeightsError
+from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import download as dl
 from seedark.models import tfcheckpoint
 from seedark.models.registry import ModelRecord, SourceFile, drive_view_url
@@ -103,17 +105,19 @@ def fetch_official(
 
     if not (index_path.is_file() and dl.hash_file(index_path) == index_src.sha256):
         log.info("fetching %s for the %s model from %s", index_src.name, record.name, index_urls[0])
-        dl.fetch(index_urls, index_path, size=index_src.size, sha256=index_src.sha256, progress=shifted(0))
+        with _naming(record, index_src):
+            dl.fetch(index_urls, index_path, size=index_src.size, sha256=index_src.sha256, progress=shifted(0))
     before = index_src.size or index_path.stat().st_size
     log.info("fetching %s for the %s model from %s", data_src.name, record.name, data_urls[0])
-    dl.fetch(
-        data_urls,
-        data_path,
-        size=data_src.size,
-        sha256=data_src.sha256,
-        validate=lambda part: tfcheckpoint.verify_data_file(index_path, part),
-        progress=shifted(before),
-    )
+    with _naming(record, data_src):
+        dl.fetch(
+            data_urls,
+            data_path,
+            size=data_src.size,
+            sha256=data_src.sha256,
+            validate=lambda part: tfcheckpoint.verify_data_file(index_path, part),
+            progress=shifted(before),
+        )
     weights = weights_io().load_tf_checkpoint(tfcheckpoint.resolve_prefix(index_path))
     _check_packing(record, weights, data_path)
     origin = {
@@ -126,6 +130,22 @@ def fetch_official(
         ],
     }
     return weights, origin
+
+
+@contextlib.contextmanager
+def _naming(record: ModelRecord, src: SourceFile) -> Iterator[None]:
+    """A failed download said as the user asked for it: the model and the official file, then why.
+
+    The local ``.part`` path means nothing to someone who ran ``seedark enhance``, so the error
+    carries no path; a failure of our own disk keeps its path (and its OSError cause, which tells
+    :mod:`seedark.models.cache` that fetching the files by hand would not help).
+    """
+    try:
+        yield
+    except DownloadError as exc:
+        if isinstance(exc.__cause__, OSError):
+            raise
+        raise DownloadError(f"cannot download model {record.name!r} ({src.name}): {exc.reason}") from exc
 
 
 # --------------------------------------------------------------------------- importing by hand

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seedark.models.architecture import LEVELS
+
 LEAKY_SLOPE = 0.2
-LEVELS = 5
 
 
 @dataclass(frozen=True)
@@ -101,20 +102,3 @@ class SIDUNet(nn.Module):
             x = self._pair(f"g_conv{idx}", torch.cat([up, skip], dim=1))
             del up, skip
         return depth_to_space_tf(self.g_conv10(x), self.spec.block)
-
-
-def receptive_radius(levels: int = LEVELS) -> int:
-    """Packed pixels beyond which an input cannot change an output pixel.
-
-    Each 3x3 conv adds one pixel at its level's scale (two convs per level on the
-    way down, two more on the way up except at the bottom); each pooling step can
-    shift the window by half its input scale. For the 5-level net this gives 107,
-    which a gradient probe of the real network confirms (tests/test_tiling.py).
-    Tiles overlapping by at least this much stitch to the whole-frame result.
-    """
-    radius = 0
-    for level in range(levels):
-        scale = 2**level
-        radius += (2 if level == levels - 1 else 4) * scale
-        radius += scale // 2
-    return radius

@@ -46,11 +46,13 @@ import numpy as np
 
 from seedark.errors import OutputError, SeedarkError, UsageError
 from seedark.exposure import parse_ratio
+from seedark.imaging import DEFAULT_COMPARE_WIDTH
 from seedark.io.image import OutputSettings, check_destination, default_extension
 from seedark.io.raw import RAW_EXTENSIONS
-from seedark.pipeline.enhance import OutputPlan, output_settings, write_result
+from seedark.pipeline.enhance import OutputPlan, check_compare_width, check_suffix, output_settings, write_result
 from seedark.prepare import STOP_SIGNALS, Prepared, decoder_started, prepare_file
 from seedark.runtime.backends import release_heap
+from seedark.runtime.cluster import Cluster, parse_cluster
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer
 
 if TYPE_CHECKING:
@@ -108,6 +110,7 @@ class BatchReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)
     interrupted: bool = False
+    elapsed: float = 0.0  # seconds the whole batch took, planning included
 
     @property
     def ok(self) -> bool:
@@ -174,15 +177,17 @@ def plan_jobs(
     recursive: bool,
     fmt: str,
     compare: bool = False,
+    suffix: str = "",
 ) -> list[tuple[Path, Path]]:
     """(source, output) for every file; no two files are given the same name.
 
-    A name two files want (``IMG_1.ARW`` and ``IMG_1.DNG``) gets the source extension,
-    then a number. With ``compare``, every output's comparison picture
-    (``<stem>_compare.jpg``) is a name too, so an output that would be another file's
-    comparison (``x_compare.dng`` beside ``x.dng``, as JPEG) is renamed the same way:
-    neither replaces the other. The rule depends only on the sorted list of inputs and
-    the options, so a re-run maps every file to the same output and resuming works.
+    Each name is ``<stem><suffix><ext>``. A name two files want (``IMG_1.ARW`` and
+    ``IMG_1.DNG``) gets the source extension, then a number, before the suffix. With
+    ``compare``, every output's comparison picture (``<stem>_compare.jpg``) is a name
+    too, so an output that would be another file's comparison (``x_compare.dng`` beside
+    ``x.dng``, as JPEG) is renamed the same way: neither replaces the other. The rule
+    depends only on the sorted list of inputs and the options, so a re-run maps every
+    file to the same output and resuming works.
     """
     ext = default_extension(fmt)
 
@@ -193,7 +198,7 @@ def plan_jobs(
     def names(dest: Path) -> set[str]:
         return {_key(dest)} | picture(dest)
 
-    wanted = [(src, _folder(src, root, outdir, recursive) / (src.stem + ext)) for src, root in files]
+    wanted = [(src, _folder(src, root, outdir, recursive) / f"{src.stem}{suffix}{ext}") for src, root in files]
     counts = Counter(_key(dest) for _, dest in wanted)
     pictures = set().union(*(picture(dest) for _, dest in wanted))
     clash = [counts[_key(dest)] > 1 or _key(dest) in pictures for _, dest in wanted]
@@ -202,10 +207,10 @@ def plan_jobs(
     result = []
     for (src, dest), renamed in zip(wanted, clash, strict=True):
         if renamed:
-            base = dest.with_name(f"{src.stem}_{src.suffix.lstrip('.').lower() or 'raw'}{ext}")
-            dest, n = base, 2
+            stem = f"{src.stem}_{src.suffix.lstrip('.').lower() or 'raw'}"
+            dest, n = dest.with_name(f"{stem}{suffix}{ext}"), 2
             while names(dest) & taken:
-                dest = base.with_name(f"{base.stem}_{n}{ext}")
+                dest = dest.with_name(f"{stem}_{n}{suffix}{ext}")
                 n += 1
             taken |= names(dest)
         result.append((src, dest))
@@ -220,16 +225,18 @@ def plan_batch(
     settings: OutputSettings,
     overwrite: bool,
     compare: bool = False,
+    suffix: str = "",
+    compare_width: int = DEFAULT_COMPARE_WIDTH,
 ) -> tuple[list[Job], list[tuple[Path, Path]]]:
     """The jobs to run, and the (source, output) pairs whose output exists already (left alone
     unless ``overwrite``): what makes an interrupted batch resume where it stopped."""
     jobs: list[Job] = []
     done: list[tuple[Path, Path]] = []
-    for src, dest in plan_jobs(files, outdir, recursive=recursive, fmt=settings.fmt, compare=compare):
+    for src, dest in plan_jobs(files, outdir, recursive=recursive, fmt=settings.fmt, compare=compare, suffix=suffix):
         if dest.exists() and not overwrite:
             done.append((src, dest))
         else:
-            jobs.append(Job(src, OutputPlan(dest, settings.fmt, settings.bits)))
+            jobs.append(Job(src, OutputPlan.of(dest, settings, compare_width)))
     return jobs, done
 
 
@@ -368,10 +375,12 @@ class _BatchRun:
         on_event: Callable[[BatchEvent], None] | None,
         report: BatchReport,
         total: int,
+        keep_mtime: bool = False,
     ) -> None:
         self.options = options
         self.overwrite = overwrite
         self.compare = compare
+        self.keep_mtime = keep_mtime
         self.on_event = on_event
         self.report = report
         self.total = total
@@ -451,7 +460,13 @@ class _BatchRun:
         try:
             job.plan.path.parent.mkdir(parents=True, exist_ok=True)
             written = write_result(
-                job.plan, item.image, prepared, overwrite=self.overwrite, compare=self.compare, block=item.block
+                job.plan,
+                item.image,
+                prepared,
+                overwrite=self.overwrite,
+                compare=self.compare,
+                block=item.block,
+                keep_mtime=self.keep_mtime,
             )
         except BaseException as exc:
             return _Outcome(job, prepared.ratio, time.monotonic() - item.started, exc, None)
@@ -584,6 +599,29 @@ class _BatchRun:
         return engine
 
 
+def _run_jobs(batch: _BatchRun, jobs: list[Job], cluster: Cluster | None) -> BatchReport:
+    """Here, or on the cluster's workers (Ray is imported only then), counting on from ``batch``."""
+    if not jobs:
+        return batch.report
+    if cluster is None:
+        return batch.run(jobs)
+    from seedark.pipeline.cluster_batch import run_on_cluster
+
+    return run_on_cluster(
+        jobs,
+        cluster=cluster,
+        options=batch.options,
+        ratio=batch.decode.ratio,
+        overwrite=batch.overwrite,
+        compare=batch.compare,
+        decoder=batch.decode.decoder,
+        report=batch.report,
+        counted=batch.done,
+        total=batch.total,
+        on_event=batch.on_event,
+    )
+
+
 def run_batch(
     inputs: Iterable[str | os.PathLike[str]],
     outdir: str | os.PathLike[str] | None = None,
@@ -594,20 +632,37 @@ def run_batch(
     bits: int | None = None,
     overwrite: bool = False,
     compare: bool = False,
+    suffix: str = "",
+    keep_mtime: bool = False,
+    quality: int | None = None,
+    compression: str | None = None,
+    compare_width: int | None = None,
     on_event: Callable[[BatchEvent], None] | None = None,
     decoder: Decoder = prepare_file,
     isolate: bool = True,
+    cluster: str | None = None,
+    workers: int | None = None,
     **engine_options: Unpack[EngineKwargs],
 ) -> BatchReport:
     """Convert many RAW files; one bad file never stops the others.
 
     Returns a report; raises only for problems that concern every file (bad
     options, weights that cannot be loaded). ``KeyboardInterrupt`` stops after
-    the file being written and returns with ``interrupted`` set.
+    the file being written and returns with ``interrupted`` set. ``cluster``
+    (``ray`` or ``ray://HOST:PORT``) converts on ``workers`` Ray workers instead,
+    with the same outputs (docs/cluster.md). ``keep_mtime``: each output gets its RAW
+    file's modification (and access) time. ``quality``, ``compression``,
+    ``compare_width``: as for :func:`seedark.pipeline.enhance.plan_output`.
     """
+    started = time.monotonic()
     given = parse_ratio(ratio)
     options = EngineOptions.from_kwargs(**engine_options)
-    settings = output_settings(fmt, bits)
+    if keep_mtime and cluster is not None:
+        raise UsageError("--keep-mtime does not work with --cluster yet; convert locally to keep the times")
+    where = parse_cluster(cluster, workers)
+    settings = output_settings(fmt, bits, quality=quality, compression=compression)
+    width = check_compare_width(compare_width, compare)
+    check_suffix(suffix)
     out_root = Path(outdir) if outdir is not None else None
     if out_root is not None and out_root.exists() and not out_root.is_dir():
         raise OutputError("output folder is not a folder", out_root)
@@ -615,7 +670,14 @@ def run_batch(
     if not files:
         raise UsageError("no RAW files found (looked for: " + " ".join(sorted(RAW_EXTENSIONS)) + ")")
     jobs, done = plan_batch(
-        files, out_root, recursive=recursive, settings=settings, overwrite=overwrite, compare=compare
+        files,
+        out_root,
+        recursive=recursive,
+        settings=settings,
+        overwrite=overwrite,
+        compare=compare,
+        suffix=suffix,
+        compare_width=width,
     )
     batch = _BatchRun(
         options,
@@ -627,7 +689,10 @@ def run_batch(
         on_event=on_event,
         report=BatchReport(ignored=ignored),
         total=len(files),
+        keep_mtime=keep_mtime,
     )
     for source, output in done:
         batch.skipped(source, output)
-    return batch.run(jobs) if jobs else batch.report
+    report = _run_jobs(batch, jobs, where)
+    report.elapsed = time.monotonic() - started
+    return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from seedark.exposure import RATIO_RANGE, auto_ratio
@@ -20,6 +21,89 @@ def _exposure(seconds: float | None) -> str:
     return f"{seconds:g} s"
 
 
+@dataclass(frozen=True)
+class RawInfo:
+    """What ``seedark info`` reports about a RAW file, as values (``--json`` writes these fields).
+
+    Strings from the file are cleaned when read (seedark.io.exif); ``file`` is the path as given.
+    """
+
+    file: str
+    make: str | None
+    model: str | None
+    lens: str | None
+    sensor: str  # "bayer" or "xtrans"
+    width: int  # visible sensor pixels
+    height: int
+    output_width: int  # the enhanced image, oriented
+    output_height: int
+    cfa: str
+    black_levels: list[float]  # the distinct per-position levels, ascending
+    white_level: int
+    exposure_time: float | None  # seconds
+    iso: int | None
+    taken: str | None  # "YYYY:MM:DD HH:MM:SS" as the camera wrote it
+    auto_ratio: float
+    ratio_range: tuple[float, float]
+    default_model: str  # the model enhance uses for this sensor without --model/--weights
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) rows in display order, every value made printable."""
+        suits = self.default_model
+        rows = [
+            ("file", self.file),
+            ("camera", " ".join(x for x in (self.make, self.model) if x) or "unknown"),
+            ("lens", self.lens or "unknown"),
+            ("sensor", f"{self.sensor} {self.width}x{self.height} (visible)"),
+            (
+                "output size",
+                f"{self.output_width}x{self.output_height}"
+                + (" (cropped to the 6x6 pattern)" if self.sensor == "xtrans" else ""),
+            ),
+            ("CFA layout", self.cfa),
+            ("black level", ", ".join(f"{b:g}" for b in self.black_levels)),
+            ("white level", str(self.white_level)),
+            ("exposure", _exposure(self.exposure_time)),
+            ("ISO", str(self.iso) if self.iso else "unknown"),
+            ("taken", self.taken or "unknown"),
+            ("auto ratio", f"x{self.auto_ratio:.1f} (range {self.ratio_range[0]:g}-{self.ratio_range[1]:g})"),
+            (
+                "model",
+                f"{suits} (the default model, sony, {'suits' if suits == 'sony' else 'does not suit'} this sensor"
+                + (")" if suits == "sony" else f"; {suits} is used automatically)"),
+            ),
+        ]
+        return [(label, printable(value)) for label, value in rows]
+
+
+def raw_info(path: str | os.PathLike[str]) -> RawInfo:
+    """Read ``path`` (no network, no model) and describe it."""
+    frame = read_raw(path)
+    cam = frame.camera
+    _, _, h, w = sensor_area(frame)
+    out_h, out_w = (w, h) if frame.flip & 4 else (h, w)
+    return RawInfo(
+        file=str(Path(path)),
+        make=cam.make,
+        model=cam.model,
+        lens=cam.lens_model,
+        sensor=frame.sensor,
+        width=frame.width,
+        height=frame.height,
+        output_width=out_w,
+        output_height=out_h,
+        cfa=frame.cfa_string,
+        black_levels=sorted({float(b) for b in frame.black_levels.ravel()}),
+        white_level=int(frame.white_level),
+        exposure_time=cam.exposure_time,
+        iso=cam.iso,
+        taken=cam.datetime_original,
+        auto_ratio=float(auto_ratio(frame)),
+        ratio_range=(float(RATIO_RANGE[0]), float(RATIO_RANGE[1])),
+        default_model=default_model_for(frame.sensor),
+    )
+
+
 def describe(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """(label, value) rows describing a RAW file, in display order.
 
@@ -27,29 +111,4 @@ def describe(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     and each value goes through :func:`~seedark.io.text.printable`, so a file name that is
     not UTF-8 or holds control characters is shown with escapes.
     """
-    frame = read_raw(path)
-    cam = frame.camera
-    _, _, h, w = sensor_area(frame)
-    out_h, out_w = (w, h) if frame.flip & 4 else (h, w)
-    suits = default_model_for(frame.sensor)
-    blacks = sorted({float(b) for b in frame.black_levels.ravel()})
-    rows = [
-        ("file", str(Path(path))),
-        ("camera", " ".join(x for x in (cam.make, cam.model) if x) or "unknown"),
-        ("lens", cam.lens_model or "unknown"),
-        ("sensor", f"{frame.sensor} {frame.width}x{frame.height} (visible)"),
-        ("output size", f"{out_w}x{out_h}" + (" (cropped to the 6x6 pattern)" if frame.sensor == "xtrans" else "")),
-        ("CFA layout", frame.cfa_string),
-        ("black level", ", ".join(f"{b:g}" for b in blacks)),
-        ("white level", str(frame.white_level)),
-        ("exposure", _exposure(cam.exposure_time)),
-        ("ISO", str(cam.iso) if cam.iso else "unknown"),
-        ("taken", cam.datetime_original or "unknown"),
-        ("auto ratio", f"x{auto_ratio(frame):.1f} (range {RATIO_RANGE[0]:g}-{RATIO_RANGE[1]:g})"),
-        (
-            "model",
-            f"{suits} (the default model, sony, {'suits' if suits == 'sony' else 'does not suit'} this sensor"
-            + (")" if suits == "sony" else f"; {suits} is used automatically)"),
-        ),
-    ]
-    return [(label, printable(value)) for label, value in rows]
+    return raw_info(path).rows()

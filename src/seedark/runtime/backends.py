@@ -47,7 +47,9 @@ from seedark.imaging import quantise
 from seedark.models import network
 from seedark.models.network import LEAKY_SLOPE, LEVELS, SIDUNet, depth_to_space_tf
 from seedark.models.weights import LoadedWeights
+from seedark.runtime import quantize
 from seedark.runtime.devices import precision_name
+from seedark.runtime.telemetry import mute_telemetry
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -206,6 +208,7 @@ def openvino_installed() -> bool:
 
 
 def _openvino() -> ModuleType:
+    mute_telemetry()
     import openvino
 
     return openvino
@@ -324,10 +327,12 @@ class OpenVINOBackend:
     name = "openvino"
 
     def __init__(self, weights: LoadedWeights, precision: str = "fp32", *, persist: bool | None = None) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise DeviceError(f"OpenVINO runs fp32 or bf16 on the CPU, not {precision}")
+        if precision not in ("fp32", "bf16", "int8"):
+            raise DeviceError(f"OpenVINO runs fp32, bf16 or int8 on the CPU, not {precision}")
         if precision == "bf16" and not openvino_has_native_bf16():
             raise DeviceError("bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); use fp32")
+        if precision == "int8":
+            quantize.check_int8(weights.spec)
         self.weights = weights
         self.spec = weights.spec
         self.precision = precision
@@ -347,8 +352,18 @@ class OpenVINOBackend:
     def _folder(self) -> Path:
         return engines_dir() / f"openvino-{self.version}"
 
+    def _entry(self, precision: str) -> Path:
+        """Where the converted model of ``precision`` is cached: fp32 and bf16 share one, int8 has its own."""
+        digest = weights_digest(self.weights)
+        if precision == "int8":
+            digest = hashlib.sha256(f"{digest}/{quantize.RECIPE}".encode()).hexdigest()[:24]
+        return self._folder() / digest
+
     def _convert(self) -> Any:
-        return convert_network(self.weights)
+        if self.precision != "int8":
+            return convert_network(self.weights)
+        fp32 = _read_ir(self._entry("fp32")) if self.persist else None
+        return quantize.quantize(convert_network(self.weights) if fp32 is None else fp32)
 
     def model(self) -> Any:
         """The converted model (dynamic H and W): from the cache, else converted (and cached)."""
@@ -358,7 +373,7 @@ class OpenVINOBackend:
 
     def _load_or_convert(self) -> Any:
         start = time.perf_counter()
-        entry = self._folder() / weights_digest(self.weights)
+        entry = self._entry(self.precision)
         model = _read_ir(entry) if self.persist else None
         if model is not None:
             self.timings["load_ir"] = time.perf_counter() - start
@@ -462,6 +477,12 @@ def select_backend(
     """
     want = requested_backend(name)
     precision = precision_name(dtype)
+    if precision == "int8":  # only OpenVINO runs the quantised model
+        if want == "pytorch":
+            raise DeviceError("int8 runs on the OpenVINO engine; drop --engine pytorch or use another precision")
+        if not openvino_installed():
+            raise DeviceError("int8 needs OpenVINO and NNCF: pip install 'seedark[int8]'")
+        want = "openvino"
     if want == "openvino":
         if device.type != "cpu":
             raise DeviceError(f"the OpenVINO engine runs on the CPU, not {device}")

@@ -12,10 +12,12 @@ import re
 
 import torch
 
+from seedark import config
 from seedark.errors import DeviceError, UsageError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+#: int8 is not a dtype the network computes in: torch.int8 marks "the OpenVINO model quantised by NNCF".
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 
 
 def _mps_available() -> bool:
@@ -77,24 +79,44 @@ def _linux_cpu_flag(flag: str) -> bool:
     return False
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """Map ``auto|fp32|bf16|fp16`` to a dtype the device can run.
+def auto_precision(device: torch.device) -> torch.dtype:
+    """What ``auto`` runs: bf16 on a CPU with native bf16, fp32 everywhere else.
 
-    ``auto`` is fp32 everywhere: a fast mode becomes the default only where it is
-    measured at >= 45 dB PSNR against fp32 on trained weights, and that has not
-    been done yet (docs/devices.md, docs/performance.md).
+    bf16 is the default only where it is proven: >= 45 dB PSNR against fp32 on random
+    and trained full-width weights and on dark frames at ratios 100 and 300
+    (docs/performance.md, ``benchmarks/bench_vs_official.py``). GPUs stay at fp32 until
+    a GPU run has measured fp16/bf16 there; int8 (under 45 dB on random weights) is never
+    automatic.
+    """
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """Map ``auto|fp32|bf16|fp16|int8`` to a dtype the device can run.
+
+    ``auto``: ``$SEEDARK_PRECISION`` when set, else :func:`auto_precision`.
     """
     spec = (name or "auto").strip().lower()
+    if spec == "auto":
+        spec = config.precision()
+        if spec not in PRECISIONS:
+            raise UsageError(f"unknown precision {spec!r} in ${config.PRECISION}; use {', '.join(PRECISIONS)}")
     if spec not in PRECISIONS:
         raise UsageError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
-    if spec in ("auto", "fp32"):
+    if spec == "auto":
+        return auto_precision(device)
+    if spec == "fp32":
         return torch.float32
+    if spec == "int8" and device.type != "cpu":
+        raise DeviceError(f"int8 runs on the CPU (OpenVINO), not on {device}; use fp32, bf16 or fp16 there")
     if device.type == "cpu" and spec == "fp16":
         raise DeviceError("fp16 is not supported on the CPU (it runs in slow emulation); use bf16 or fp32")
     if device.type == "cpu" and spec == "bf16" and not cpu_has_native_bf16():
         raise DeviceError(
             "bf16 needs a CPU with native bf16 (AVX512-BF16, AMX or Arm BF16); this one would emulate it, "
-            "several times slower than fp32: use fp32"
+            "several times slower than fp32: use fp32 (or int8, docs/performance.md)"
         )
     if device.type == "mps" and spec == "bf16" and not _mps_bf16():
         raise DeviceError("bf16 is not supported by this MPS device; use fp16 or fp32")
@@ -112,7 +134,7 @@ def _mps_bf16() -> bool:
 
 
 def precision_name(dtype: torch.dtype) -> str:
-    """``fp32``, ``bf16`` or ``fp16`` (and ``fp64``, which only tests run) for a dtype."""
+    """``fp32``, ``bf16``, ``fp16`` or ``int8`` (and ``fp64``, which only tests run) for a dtype."""
     return "fp64" if dtype == torch.float64 else {v: k for k, v in _DTYPES.items()}[dtype]
 
 

@@ -28,7 +28,7 @@ from seedark.prepare import Prepared
 from seedark.progress import ByteProgress, ProgressFn
 from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
 from seedark.runtime.devices import available_memory, resolve_device, resolve_precision
-from seedark.runtime.tiling import TilePlan, iter_tiles, plan_for_budget, plan_tiles_fixed
+from seedark.runtime.tiling import TilePlan, iter_tiles, parse_tile, plan_for_budget, plan_tiles_fixed
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
@@ -46,25 +46,6 @@ AUTO_PEAK_TARGET = 1_400_000_000
 AUTO_MIN_BUDGET = 400_000_000
 #: Resident size of ``seedark enhance`` before the model: Python, numpy, torch, rawpy (measured 235-265 MB).
 PROCESS_BYTES = 260_000_000
-
-
-def parse_tile(value: str | int | None) -> int | None:
-    """``auto`` -> None, ``0`` -> whole frame, ``N`` -> core size in packed pixels."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        tile = value
-    else:
-        text = str(value).strip().lower()
-        if text == "auto":
-            return None
-        try:
-            tile = int(text)
-        except ValueError as exc:
-            raise UsageError(f"tile must be auto, 0 or a positive size in packed pixels, got {value!r}") from exc
-    if tile < 0:
-        raise UsageError(f"tile must be auto, 0 or a positive size, got {tile}")
-    return tile
 
 
 # --------------------------------------------------------------------------- the engine
@@ -226,7 +207,9 @@ class Engine:
         return plan_for_budget(height, width, budget, self.bytes_per_pixel)
 
     def _backend_for(self, height: int, width: int) -> Backend:
-        if isinstance(self.backend, OpenVINOBackend) and height * width < OV_MIN_PIXELS:
+        # int8 was asked for by name: small frames get it too (its model is compiled anyway).
+        small = height * width < OV_MIN_PIXELS and self.backend.precision != "int8"
+        if isinstance(self.backend, OpenVINOBackend) and small:
             return self.backend.torch_fallback()
         return self.backend
 

@@ -23,7 +23,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from seedark.models.network import receptive_radius
+from seedark.errors import UsageError
+from seedark.models.architecture import receptive_radius
 from seedark.progress import ProgressFn
 
 #: Packed-pixel overlap kept around each tile's core: receptive radius rounded up to 16.
@@ -98,6 +99,25 @@ class TilePlan:
 def _combine(rows: tuple[int, list[Tile]], cols: tuple[int, list[Tile]]) -> TilePlan:
     tiles = [Tile(r.y0, r.y1, c.y0, c.y1, r.cy0, r.cy1, c.cy0, c.cy1) for r in rows[1] for c in cols[1]]
     return TilePlan(tiles, (rows[0], cols[0]))
+
+
+def parse_tile(value: str | int | None) -> int | None:
+    """``auto`` -> None, ``0`` -> whole frame, ``N`` -> core size in packed pixels."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        tile = value
+    else:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        try:
+            tile = int(text)
+        except ValueError as exc:
+            raise UsageError(f"tile must be auto, 0 or a positive size in packed pixels, got {value!r}") from exc
+    if tile < 0:
+        raise UsageError(f"tile must be auto, 0 or a positive size, got {tile}")
+    return tile
 
 
 def plan_tiles_fixed(height: int, width: int, tile: int, *, margin: int = MARGIN) -> TilePlan:

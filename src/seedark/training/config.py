@@ -32,18 +32,27 @@ class TrainConfig:
 
     out: Path = field(metadata=_cli("Run folder: checkpoints, logs, cache, model.safetensors."))
     train_list: Path | None = field(
-        default=None, metadata=_cli("Training list, e.g. Sony_train_list.txt (looked up in --data too).", flag="--list")
+        default=None,
+        metadata=_cli(
+            "Training list, e.g. Sony_train_list.txt (looked up in --data too); this or --synthetic is required.",
+            flag="--list",
+        ),
     )
     data_root: Path | None = field(
         default=None,
         metadata=_cli("Dataset folder the lists' paths are relative to (default: each list's folder).", flag="--data"),
     )
     val_list: Path | None = field(
-        default=None, metadata=_cli("Validation list scored every --val-every epochs, e.g. Sony_val_list.txt.")
+        default=None,
+        metadata=_cli(
+            "Validation list scored every --val-every epochs, e.g. Sony_val_list.txt (default: none, no validation)."
+        ),
     )
     synthetic: Path | None = field(
         default=None,
-        metadata=_cli("Instead of --list: make pairs from the clean RAW files / sRGB images in this folder."),
+        metadata=_cli(
+            "Instead of --list: make pairs from the clean RAW files / sRGB images in this folder (default: none)."
+        ),
     )
     noise_profile: NoiseProfile = field(
         default=SONY_A7S2, metadata=_cli("Noise calibration JSON for --synthetic (default: Sony a7S II, ELD).")
@@ -64,7 +73,7 @@ class TrainConfig:
     keep_every: int = field(default=500, metadata=_cli("Also keep checkpoints at multiples of N epochs (0: none)."))
     val_every: int = field(default=100, metadata=_cli("Validate every N epochs (0: never)."))
     val_limit: int | None = field(
-        default=None, metadata=_cli("Validate on the first N pairs of --val-list only.", min=1)
+        default=None, metadata=_cli("Validate on the first N pairs of --val-list only (default: all).", min=1)
     )
     #: How validation tiles the image (``seedark.runtime.engine.parse_tile``); not a command-line option.
     val_tile: str = "auto"
@@ -79,13 +88,21 @@ class TrainConfig:
         default=False, metadata=_cli("Also cache the dark RAW mosaics (faster epochs, ~2x the dataset on disk).")
     )
     init_weights: Path | None = field(
-        default=None, metadata=_cli("Fine-tune: start from these weights.", flag="--weights")
+        default=None,
+        metadata=_cli("Fine-tune: start from these weights (default: none, random initial weights).", flag="--weights"),
     )
     init_model: str | None = field(
-        default=None, metadata=_cli("Fine-tune: start from this cached model (e.g. sony).", flag="--model")
+        default=None,
+        metadata=_cli(
+            "Fine-tune: start from this cached model, e.g. sony (default: none, random initial weights).",
+            flag="--model",
+        ),
     )
     resume: bool = field(default=False, metadata=_cli("Continue the run in --out from its latest checkpoint."))
-    resume_from: Path | None = field(default=None, metadata=_cli("Continue from this checkpoint folder."))
+    resume_from: Path | None = field(
+        default=None,
+        metadata=_cli("Continue from this checkpoint folder (default: none; --resume takes the latest in --out)."),
+    )
     deterministic: bool = field(
         default=False, metadata=_cli("Deterministic GPU kernels (slower), for bit-exact resumes on GPUs.")
     )

@@ -11,6 +11,7 @@ scenes whose exposures are misaligned are left out unless asked for.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import math
@@ -18,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from seedark.models.registry import default_model_for
 from seedark.models.weights import LoadedWeights
 from seedark.prepare import prepare
 from seedark.progress import ProgressFn
+from seedark.runtime.cluster import Cluster, Stopped, WorkerContext, parse_cluster, worker_pool
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer, parse_tile
 from seedark.training.arraycache import ArrayCache
 from seedark.training.dataset import MISALIGNED_SCENES, Pair, ratio_label, read_list, sensor_geometry, unorient
@@ -183,6 +185,36 @@ class _LastGroundTruth:
         return self.value
 
 
+def score_pair(
+    pair: Pair,
+    engine: Engine,
+    *,
+    tile: int | None,
+    references: _LastGroundTruth,
+    image_dir: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> ImageScore:
+    """One pair enhanced and scored (and, with ``image_dir``, its output written there as a PNG)."""
+    frame = read_raw(pair.short)
+    output = infer(prepare(frame, pair.ratio), engine, tile=tile, progress=progress)
+    gt, gt_flip = references.get(pair.long)
+    ref, out = align_ground_truth(gt, gt_flip, frame, output)
+    value_psnr, value_ssim = score_image(ref, out)
+    written = None
+    if image_dir is not None:
+        written = write_image(
+            image_dir / f"{pair.short.stem}.png",
+            out,
+            fmt="png",
+            bits=8,
+            metadata=frame.camera,
+            software=f"seedark {__version__}",
+            overwrite=True,
+        )
+    log.debug("%s x%g: PSNR %.2f dB, SSIM %.4f", pair.short.name, pair.ratio, value_psnr, value_ssim)
+    return ImageScore(pair, value_psnr, value_ssim, written)
+
+
 def evaluate_pairs(
     pairs: Sequence[Pair],
     engine: Engine,
@@ -199,24 +231,7 @@ def evaluate_pairs(
     references = _LastGroundTruth(cache)
     scores: list[ImageScore] = []
     for done, pair in enumerate(pairs, 1):
-        frame = read_raw(pair.short)
-        output = infer(prepare(frame, pair.ratio), engine, tile=tile)
-        gt, gt_flip = references.get(pair.long)
-        ref, out = align_ground_truth(gt, gt_flip, frame, output)
-        value_psnr, value_ssim = score_image(ref, out)
-        written = None
-        if image_dir is not None:
-            written = write_image(
-                image_dir / f"{pair.short.stem}.png",
-                out,
-                fmt="png",
-                bits=8,
-                metadata=frame.camera,
-                software=f"seedark {__version__}",
-                overwrite=True,
-            )
-        score = ImageScore(pair, value_psnr, value_ssim, written)
-        log.debug("%s x%g: PSNR %.2f dB, SSIM %.4f", pair.short.name, pair.ratio, value_psnr, value_ssim)
+        score = score_pair(pair, engine, tile=tile, references=references, image_dir=image_dir)
         scores.append(score)
         if on_image is not None:
             on_image(score)
@@ -244,15 +259,21 @@ def evaluate(
     cache_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     on_image: Callable[[ImageScore], None] | None = None,
+    cluster: str | None = None,
+    workers: int | None = None,
     **engine_options: Unpack[EngineKwargs],
 ) -> EvalReport:
     """Score a model on an official list; with ``out_dir``, write results.csv and results.json there.
 
     The model: ``engine``, or ``weights`` (a file or loaded weights), or a cached
     ``model`` name (default: the registry's model for the dataset's sensor).
-    ``progress`` counts images.
+    ``progress`` counts images. ``cluster`` (``ray`` or ``ray://HOST:PORT``) scores the
+    pairs on ``workers`` Ray workers instead, with the same results (docs/cluster.md).
     """
     options = EngineOptions.from_kwargs(**engine_options)
+    where = parse_cluster(cluster, workers)
+    if where is not None and engine is not None:
+        raise UsageError("an engine cannot be sent to a cluster: give weights or a model")
     if save_images and out_dir is None:
         raise UsageError("--save-images needs --out, the folder to write the images into")
     if limit is not None and limit < 1:
@@ -263,22 +284,26 @@ def evaluate(
     if out is not None:
         _prepare_folder(out)
     model = options.model
-    if engine is None:
-        if options.picks_model:
-            model = default_model_for(read_raw(kept[0].short).sensor)
-        engine = engine_for(None, replace(options, model=model))
+    if engine is None and options.picks_model:
+        model = default_model_for(read_raw(kept[0].short).sensor)
     if excluded:
         scenes = ", ".join(f"{s:05d}" for s in sorted({p.scene for p in excluded}))
         log.info("leaving out %d pair(s) of misaligned scene(s) %s (--all keeps them)", len(excluded), scenes)
-    scores = evaluate_pairs(
-        kept,
-        engine,
-        tile=options.tile,
-        cache=ArrayCache(cache_dir) if cache_dir is not None else None,
-        image_dir=out if save_images else None,
-        on_image=on_image,
-        progress=options.progress,
-    )
+    image_dir = out if save_images else None
+    if where is not None:
+        scores, used = score_on_cluster(kept, replace(options, model=model), where, cache_dir, image_dir, on_image)
+    else:
+        engine = engine or engine_for(None, replace(options, model=model))
+        used = _Used(str(engine.source), engine.info.device, engine.info.precision)
+        scores = evaluate_pairs(
+            kept,
+            engine,
+            tile=options.tile,
+            cache=ArrayCache(cache_dir) if cache_dir is not None else None,
+            image_dir=image_dir,
+            on_image=on_image,
+            progress=options.progress,
+        )
     report = EvalReport(
         scores,
         excluded,
@@ -287,13 +312,70 @@ def evaluate(
         include_misaligned,
         model,
         _weights_name(options.weights),
-        str(engine.source),
-        engine.info.device,
-        engine.info.precision,
+        *used,
     )
     if out is not None:
         write_report(report, out)
     return report
+
+
+class _Used(NamedTuple):
+    """What scored the images, for the report: the weights file, the device, the precision."""
+
+    source: str
+    device: str
+    precision: str
+
+
+def score_on_worker(
+    context: WorkerContext, item: tuple[int, Pair], *, cache_dir: Path | None, image_dir: Path | None
+) -> tuple[int, ImageScore, _Used]:
+    """One pair, in a cluster worker (its last ground truth kept for the next pair it gets)."""
+    index, pair = item
+    references = context.state.get("references")
+    if references is None:
+        references = _LastGroundTruth(ArrayCache(cache_dir) if cache_dir is not None else None)
+        context.state["references"] = references
+    engine = context.engine(None)
+    score = score_pair(
+        pair, engine, tile=context.options.tile, references=references, image_dir=image_dir, progress=context.progress
+    )
+    return index, score, _Used(str(engine.source), engine.info.device, engine.info.precision)
+
+
+def score_on_cluster(
+    pairs: Sequence[Pair],
+    options: EngineOptions,
+    cluster: Cluster,
+    cache_dir: str | os.PathLike[str] | None,
+    image_dir: Path | None,
+    on_image: Callable[[ImageScore], None] | None,
+) -> tuple[list[ImageScore], _Used]:
+    """Every pair scored on the cluster's workers; the scores in the list's order, as a local run gives them.
+
+    A worker's error stops the evaluation as it would here; Ctrl-C stops the workers and
+    is raised again once they have.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else None
+    job = functools.partial(score_on_worker, cache_dir=cache, image_dir=image_dir)
+    scored: dict[int, ImageScore] = {}
+    used: _Used | None = None
+    with worker_pool(cluster, options, job) as pool:
+        for _, outcome in pool.run(list(enumerate(pairs))):
+            if isinstance(outcome, Stopped):
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            index, score, used = outcome
+            scored[index] = score
+            if on_image is not None:
+                on_image(score)
+            if options.progress is not None:
+                options.progress(len(scored), len(pairs))
+        if pool.interrupt is not None:  # Ctrl-C, raised again now that the workers have stopped
+            raise pool.interrupt
+    assert used is not None  # every pair was scored
+    return [scored[i] for i in range(len(pairs))], used
 
 
 def _weights_name(weights: str | os.PathLike[str] | LoadedWeights | None) -> str | None:
