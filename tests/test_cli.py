@@ -393,7 +393,9 @@ def _default_sigint() -> None:
 @pytest.mark.slow  # a real process that imports torch (~3-6 s on 2 cores)
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path, rng: np.random.Generator) -> None:
-    raw = write_dng(tmp_path / "big.dng", rng.integers(500, 900, size=(1000, 1500), dtype=np.uint16))
+    # Big enough that the width-4 network is still running when SIGINT arrives (a 500x750 packed
+    # frame sometimes finished first on an idle machine).
+    raw = write_dng(tmp_path / "big.dng", rng.integers(500, 900, size=(2400, 3600), dtype=np.uint16))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDARK_")}
     env.update(PYTHONPATH=str(ROOT / "src"), SEEDARK_HOME=str(tmp_path / "home"))
     cmd = [sys.executable, "-m", "seedark", "-v", "enhance", str(raw), "--ratio", "50", "--weights", str(FIXTURE)]
@@ -404,7 +406,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path, rng: np.random.Gene
     try:
         assert proc.stderr is not None
         seen = []
-        # -v logs the tile plan just before the network starts on the whole 500x750 frame (seconds of work)
+        # -v logs the tile plan just before the network starts on the whole 1200x1800 frame (seconds of work)
         for line in proc.stderr:
             seen.append(line)
             if "tile(s) of" in line:
