@@ -113,9 +113,9 @@ def stage_driver(args: argparse.Namespace) -> None:
     rss: dict[str, int] = {}
     times: dict[str, float] = {}
     t = time.perf_counter()
+    from seedark.frames.prepare import prepare
     from seedark.io.raw import read_raw
     from seedark.pipeline.enhance import plan_output, write_result
-    from seedark.prepare import prepare
     from seedark.runtime.engine import infer, load_engine
 
     times["import"] = time.perf_counter() - t
@@ -310,9 +310,9 @@ def main() -> None:
     print(f"  `seedark enhance` (CLI, warm cache): {wall:.1f} s wall, peak RSS {peak / GB:.2f} GB")
 
     # -- 1. default engine vs naive eager PyTorch, same input, same weights, interleaved
+    from seedark.frames.prepare import prepare
     from seedark.io.raw import read_raw
     from seedark.models.weights import load_weights
-    from seedark.prepare import prepare
     from seedark.runtime.backends import TorchBackend
     from seedark.runtime.engine import Engine
 

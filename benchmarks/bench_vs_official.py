@@ -151,8 +151,8 @@ def available_modes(dng: Path, ckpt: Path, work: Path, env: dict[str, str]) -> d
 
 def infer_seconds(dng: Path, ckpt: Path) -> float:
     """The default engine's inference on the frame, in process, warm (best of 2)."""
+    from seedark.frames.prepare import prepare
     from seedark.io.raw import read_raw
-    from seedark.prepare import prepare
     from seedark.runtime.engine import infer, load_engine
 
     engine = load_engine(ckpt)

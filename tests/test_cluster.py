@@ -32,8 +32,8 @@ from helpers.batchhelpers import crashing_decoder
 from helpers.rawgen import write_dng
 from helpers.sid_layout import make_sid_dataset
 from seedark.errors import SeedarkError, UsageError
+from seedark.frames.prepare import Prepared, prepare_file
 from seedark.pipeline.batch import BatchEvent, run_batch
-from seedark.prepare import Prepared, prepare_file
 from seedark.runtime.cluster import INSTALL_HINT, Cluster, parse_cluster
 from seedark.training.evaluate import evaluate
 

@@ -11,9 +11,10 @@ import rawpy
 from helpers.rawgen import quadrant_mosaic, write_dng
 from helpers.sid_layout import SidLayout, make_sid_dataset
 from seedark.errors import DatasetError
-from seedark.imaging import apply_orientation
+from seedark.frames.packing import XTRANS_REFERENCE, amplify, pack_bayer, pack_xtrans
+from seedark.io.pixels import apply_orientation
 from seedark.io.raw import RawFrame, read_raw
-from seedark.packing import XTRANS_REFERENCE, amplify, pack_bayer, pack_xtrans
+from seedark.synthesis.noiseprofile import SONY_A7S2
 from seedark.training import arraycache
 from seedark.training import dataset as ds
 from seedark.training.arraycache import ArrayCache
@@ -28,7 +29,6 @@ from seedark.training.dataset import (
     synthetic_srgb_patch,
     unorient,
 )
-from seedark.training.noiseprofile import SONY_A7S2
 
 
 @pytest.fixture(scope="module")

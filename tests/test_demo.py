@@ -22,7 +22,7 @@ from helpers.httpserver import FaultyServer, block_internet, clean_environment
 from helpers.tfwriter import write_sid_checkpoint
 from seedark.cli import main
 from seedark.errors import DownloadError, OutputError, UsageError
-from seedark.exposure import auto_ratio
+from seedark.frames.exposure import auto_ratio
 from seedark.io.dng import write_dng
 from seedark.io.raw import read_raw
 from seedark.models import download, registry
@@ -31,7 +31,8 @@ from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFi
 from seedark.models.weights import LoadedWeights, random_weights
 from seedark.pipeline import demo
 from seedark.pipeline.enhance import enhance
-from seedark.synthesis.noise import SONY_A7S2, typical_params
+from seedark.synthesis.noise import typical_params
+from seedark.synthesis.noiseprofile import SONY_A7S2
 
 RATIO = 200.0
 

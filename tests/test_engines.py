@@ -15,11 +15,11 @@ import torch
 import seedark.runtime.engine as inference
 from seedark import config
 from seedark.errors import DeviceError, UsageError
-from seedark.imaging import quantise
+from seedark.frames.packing import PackedFrame
+from seedark.io.pixels import quantise
 from seedark.io.raw import RawFrame
 from seedark.models.network import NetworkSpec
 from seedark.models.weights import LoadedWeights, random_weights
-from seedark.packing import PackedFrame
 from seedark.runtime import backends as engines
 from seedark.runtime.engine import Engine
 from seedark.runtime.tiling import MARGIN, axis_windows, plan_for_budget, plan_tiles_fixed

@@ -15,7 +15,7 @@ import seedark
 from helpers.pngread import decode_png
 from helpers.rawgen import write_dng
 from seedark.errors import RawReadError, UnsupportedSensorError
-from seedark.imaging import quantise
+from seedark.io.pixels import quantise
 from seedark.models.weights import load_weights
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"

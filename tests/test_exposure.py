@@ -2,7 +2,7 @@
 
 Every expectation is built from docs/exposure.md's literal numbers (a normal
 exposure puts the average scene at 0.12 of the black-to-white range; the ratio is
-clamped to [1, 300]) or from exposure times, never from seedark.exposure's constants.
+clamped to [1, 300]) or from exposure times, never from seedark.frames.exposure's constants.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seedark.errors import UsageError
-from seedark.exposure import auto_ratio, parse_ratio, signal_level
+from seedark.frames.exposure import auto_ratio, parse_ratio, signal_level
 from seedark.io.raw import RawFrame
 
 BLACK, WHITE = 512, 16383

@@ -13,10 +13,10 @@ import seedark
 from helpers.rawgen import write_dng
 from seedark.cli import main
 from seedark.errors import UnsupportedSensorError
+from seedark.frames.packing import XTRANS_REFERENCE, PackedFrame, amplify, pack_xtrans, xtrans_phase
 from seedark.io.raw import RawFrame
 from seedark.models.registry import default_model_for
 from seedark.models.weights import load_weights
-from seedark.packing import XTRANS_REFERENCE, PackedFrame, amplify, pack_xtrans, xtrans_phase
 
 DATA = Path(__file__).parent / "data"
 REF_INDICES = np.vectorize({"R": 0, "G": 1, "B": 2}.get)(XTRANS_REFERENCE).astype(np.uint8)

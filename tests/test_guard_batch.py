@@ -34,8 +34,8 @@ from helpers.batchhelpers import (
 )
 from helpers.pngread import decode_png
 from helpers.rawgen import write_dng
+from seedark.frames.prepare import Prepared, prepare_file
 from seedark.pipeline.batch import find_inputs, plan_jobs, run_batch
-from seedark.prepare import Prepared, prepare_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"

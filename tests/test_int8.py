@@ -21,10 +21,10 @@ pytest.importorskip("nncf")
 
 from helpers import rawgen
 from seedark.errors import DeviceError
+from seedark.frames.packing import amplify, pack
 from seedark.io.raw import read_raw
 from seedark.models.network import NetworkSpec
 from seedark.models.weights import random_weights, save_safetensors
-from seedark.packing import amplify, pack
 from seedark.runtime import quantize
 from seedark.runtime.backends import OpenVINOBackend, select_backend
 

@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 
 from seedark.errors import UsageError
-from seedark.training.noise import (
+from seedark.synthesis.noise import (
     NoiseParams,
     add_noise,
     sample_params,
     sample_tukey_lambda,
-    srgb_to_linear,
-    srgb_to_mosaic,
     synthesize,
     tukey_lambda_quantile,
     tukey_lambda_variance,
 )
-from seedark.training.noiseprofile import SONY_A7S2, NoiseProfile, load_profile, save_profile
+from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile, load_profile, save_profile
+from seedark.synthesis.unprocess import srgb_to_linear, srgb_to_mosaic
 
 
 def test_a7s2_calibration_is_the_published_one() -> None:

@@ -23,13 +23,13 @@ from PIL import Image, JpegImagePlugin
 
 from helpers.pngread import decode_png
 from helpers.rawgen import quadrant_mosaic, write_dng
-from seedark import _parallel, imaging
+from seedark import _parallel
 from seedark.errors import OutputError, UsageError
-from seedark.imaging import apply_orientation, quantise
 from seedark.io import image as output
-from seedark.io import png
+from seedark.io import pixels, png
 from seedark.io.exif import CameraMetadata, read_camera_metadata
 from seedark.io.image import default_extension, format_from_path, srgb_icc_profile, write_image
+from seedark.io.pixels import apply_orientation, quantise
 from seedark.io.png import adler32_combine
 from seedark.io.tiff import Ifd, LazyChunk, layout_tiff
 
@@ -158,7 +158,7 @@ def test_quantise_rounds_half_up_and_clips(bits: int) -> None:
 
 
 def test_quantise_takes_strided_views(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imaging, "_QUANTISE_BLOCK", 50)  # many blocks, several threads
+    monkeypatch.setattr(pixels, "_QUANTISE_BLOCK", 50)  # many blocks, several threads
     img = rng.random((41, 29, 3), dtype=np.float32)
     view = apply_orientation(img, 5)
     np.testing.assert_array_equal(quantise(view, 16), quantise(np.ascontiguousarray(view), 16))
@@ -184,9 +184,9 @@ def test_quantise_into_pieces_is_quantising_the_whole(rng: np.random.Generator) 
 def test_to_8bit_rounds_every_16_bit_level_to_the_nearest() -> None:
     levels = np.arange(65536, dtype=np.uint16).reshape(-1, 1, 1).repeat(3, axis=2)
     want = np.floor(np.arange(65536) * 255 / 65535 + 0.5).astype(np.uint8)
-    np.testing.assert_array_equal(imaging.to_8bit(levels)[:, 0, 0], want)
+    np.testing.assert_array_equal(pixels.to_8bit(levels)[:, 0, 0], want)
     img = np.array([[[0.0, 0.5, 1.0]]], dtype=np.float32)
-    np.testing.assert_array_equal(imaging.to_8bit(img), quantise(img, 8))
+    np.testing.assert_array_equal(pixels.to_8bit(img), quantise(img, 8))
 
 
 @pytest.mark.parametrize(("fmt", "bits"), FORMAT_BITS)

@@ -26,11 +26,12 @@ import seedark
 from helpers.rawgen import write_dng
 from seedark.cli import main
 from seedark.errors import OutputError, UsageError
-from seedark.imaging import compare_picture, fit_width, label_boxes, quantise
 from seedark.io import image as output
 from seedark.io.image import srgb_icc_profile, write_image
+from seedark.io.pixels import quantise
 from seedark.io.tiff import MAX_TIFF_SIZE, Ifd, ifd_at
 from seedark.models.weights import load_weights
+from seedark.pipeline.compare import compare_picture, fit_width, label_boxes
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
 

@@ -4,7 +4,7 @@ The reference arithmetic below follows the official SID ``test_Sony.py`` (pack_r
 1.0)``, ``np.minimum(np.maximum(out, 0), 1)``), docs/model.md for odd sizes (the mosaic is extended by the
 same-colour row/column two back, the extra output row/column cropped at the bottom/right), the TIFF
 Orientation tag's definition, docs/usage.md for the output formats (8 bits PNG, 16 bits TIFF by default),
-the quantisation rule ``floor(x * maxval + 0.5)`` documented in seedark.imaging, the DNG AsShotNeutral
+the quantisation rule ``floor(x * maxval + 0.5)`` documented in seedark.io.pixels, the DNG AsShotNeutral
 definition (white balance multipliers are its reciprocals) and IEC 61966-2-1 for the sRGB curve. The only
 seedark pieces used to make expectations are the network itself (``weights.build()``), which is first
 checked against the TensorFlow outputs stored in tests/data/tf_sony_w4/parity.npz.
@@ -24,8 +24,8 @@ from PIL import Image
 import seedark
 from helpers.pngread import decode_png
 from helpers.rawgen import write_dng
-from seedark.imaging import label_boxes
 from seedark.models.weights import LoadedWeights, load_weights
+from seedark.pipeline.compare import label_boxes
 
 FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
 
@@ -113,7 +113,7 @@ def enhance_reference(
 
 
 def quantise_reference(x: np.ndarray, bits: int) -> np.ndarray:
-    """floor(x * maxval + 0.5) in float32, x clipped to [0, 1] (seedark.imaging's documented rule)."""
+    """floor(x * maxval + 0.5) in float32, x clipped to [0, 1] (seedark.io.pixels's documented rule)."""
     maxval = np.float32(2**bits - 1)
     q = np.floor(np.clip(x, 0, 1).astype(np.float32) * maxval + np.float32(0.5))
     return q.astype(np.uint8 if bits == 8 else np.uint16)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from seedark.errors import UnsupportedSensorError, UsageError
+from seedark.frames.packing import PackedFrame, amplify, bayer_offsets, pack_bayer
 from seedark.io.raw import RawFrame
-from seedark.packing import PackedFrame, amplify, bayer_offsets, pack_bayer
 
 
 def frame(mosaic: np.ndarray, cfa: str, black: float | list[float] = 512, white: int = 16383) -> RawFrame:

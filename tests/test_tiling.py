@@ -83,7 +83,7 @@ import numpy as np, torch
 import seedark.runtime.engine as inference
 from seedark.runtime.engine import Engine
 from seedark.models.network import NetworkSpec
-from seedark.packing import PackedFrame
+from seedark.frames.packing import PackedFrame
 from seedark.io.raw import RawFrame
 from seedark.models.weights import random_weights
 

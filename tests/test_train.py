@@ -21,11 +21,11 @@ from seedark.cli import main
 from seedark.errors import SeedarkError, TrainingError, UsageError
 from seedark.models.network import NetworkSpec
 from seedark.models.weights import load_weights, random_weights, save_safetensors
+from seedark.synthesis.noiseprofile import NoiseProfile, save_profile
 from seedark.training.checkpoint import export_model, latest_checkpoint, load_checkpoint
 from seedark.training.config import TrainConfig
 from seedark.training.distributed import EpochSampler
 from seedark.training.loop import TrainStatus, train
-from seedark.training.noiseprofile import NoiseProfile, save_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_synthetic_mode(tmp_path: Path, layout: SidLayout, rng: np.random.Genera
         ratio_min=50,
         ratio_max=60,
     )
-    from seedark.training.noiseprofile import load_profile
+    from seedark.synthesis.noiseprofile import load_profile
 
     result = train(replace(config, noise_profile=load_profile(profile)), progress=lambda s: losses.append(s.loss))
     assert result.steps == 6 and all(np.isfinite(losses))

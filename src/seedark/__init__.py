@@ -103,13 +103,13 @@ if TYPE_CHECKING:  # pragma: no cover
         UsageError,
         WeightsError,
     )
+    from seedark.frames.packing import amplify, pack_bayer
     from seedark.io.image import write_image
     from seedark.io.raw import RawFrame, read_raw
     from seedark.models.cache import download_model, import_model, load_model
     from seedark.models.network import NetworkSpec, SIDUNet
     from seedark.models.tfcheckpoint import read_checkpoint
     from seedark.models.weights import LoadedWeights, load_weights, save_safetensors
-    from seedark.packing import amplify, pack_bayer
     from seedark.pipeline.batch import run_batch
     from seedark.pipeline.demo import run_demo
     from seedark.pipeline.enhance import enhance, enhance_file, enhance_frame, plan_output

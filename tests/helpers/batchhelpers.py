@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from seedark.prepare import Prepared, decoder_started, prepare_file
+from seedark.frames.prepare import Prepared, decoder_started, prepare_file
 
 #: The signals blocked when this module was imported: in a decoder process started from
 #: ``python -m helpers.batchhelpers``, that is while the process started (its main module).

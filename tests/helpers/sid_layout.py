@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from helpers.rawgen import write_dng
-from seedark.training.noise import synthesize
-from seedark.training.noiseprofile import SONY_A7S2
+from seedark.synthesis.noise import synthesize
+from seedark.synthesis.noiseprofile import SONY_A7S2
 
 BLACK = 512
 WHITE = 16383

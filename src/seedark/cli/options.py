@@ -39,7 +39,7 @@ def _check_tile(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 def _check_ratio(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A bad --ratio is a usage error at parse time, before torch loads."""
     if _given(ctx, param, value):
-        from seedark.exposure import parse_ratio  # numpy: only when a value was given
+        from seedark.frames.exposure import parse_ratio  # numpy: only when a value was given
 
         parse_ratio(value)
     return value

@@ -14,8 +14,8 @@ import click
 
 from seedark.cli.display import Progress
 from seedark.cli.options import cluster_options, engine_options, find_list, verbosity_options
+from seedark.synthesis.noiseprofile import NoiseProfile, load_profile
 from seedark.training.config import TrainConfig
-from seedark.training.noiseprofile import NoiseProfile, load_profile
 
 log = logging.getLogger("seedark")
 

@@ -24,8 +24,8 @@ from PIL import Image, ImageCms
 from seedark._files import ExistsError, atomic_output
 from seedark._parallel import ordered_parallel
 from seedark.errors import OutputError, UsageError
-from seedark.imaging import samples
 from seedark.io.exif import TAG_XMP, CameraMetadata, add_camera_tags, build_exif
+from seedark.io.pixels import samples
 from seedark.io.png import encode_png
 from seedark.io.tiff import MAX_TIFF_SIZE, Buffer, Ifd, ifd_at, tiff_header
 from seedark.io.xmp import jpeg_segment

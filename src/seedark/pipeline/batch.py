@@ -6,8 +6,8 @@ Three things run at once, each bounded:
   most ``PREFETCH`` ahead; frames over ``BIG_MOSAIC_BYTES`` one at a time). LibRaw
   is C code: a hostile file that crashes it kills only that process, which is
   restarted; the file is reported as failed. It imports no torch (it runs
-  ``seedark.prepare`` only) and ends when the batch does, however that ends,
-  SIGKILL included (:func:`seedark.prepare.decoder_started`);
+  ``seedark.frames.prepare`` only) and ends when the batch does, however that ends,
+  SIGKILL included (:func:`seedark.frames.prepare.decoder_started`);
 * the main thread runs the network on the current frame (the model is loaded
   once per sensor kind and reused);
 * a writer thread orients, encodes and atomically publishes the previous
@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from seedark.errors import OutputError, SeedarkError, UsageError
-from seedark.exposure import parse_ratio
-from seedark.imaging import DEFAULT_COMPARE_WIDTH
+from seedark.frames.exposure import parse_ratio
+from seedark.frames.prepare import STOP_SIGNALS, Prepared, decoder_started, prepare_file
 from seedark.io.image import OutputSettings, check_destination, default_extension
 from seedark.io.raw import RAW_EXTENSIONS
+from seedark.pipeline.compare import DEFAULT_COMPARE_WIDTH
 from seedark.pipeline.enhance import OutputPlan, check_compare_width, check_suffix, output_settings, write_result
-from seedark.prepare import STOP_SIGNALS, Prepared, decoder_started, prepare_file
 from seedark.runtime.backends import release_heap
 from seedark.runtime.cluster import Cluster, parse_cluster
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer

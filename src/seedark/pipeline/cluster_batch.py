@@ -18,10 +18,10 @@ from typing import NamedTuple
 
 from seedark._files import sweep_stale_parts
 from seedark.errors import OutputError, SeedarkError
+from seedark.frames.prepare import Prepared
 from seedark.io.image import check_destination
 from seedark.pipeline.batch import BatchEvent, BatchReport, Decoder, Job, _describe
 from seedark.pipeline.enhance import write_result
-from seedark.prepare import Prepared
 from seedark.runtime.cluster import Cluster, Stopped, WorkerContext, worker_pool
 from seedark.runtime.engine import EngineOptions, infer
 

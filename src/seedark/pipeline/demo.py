@@ -24,13 +24,14 @@ import numpy as np
 
 from seedark._version import __version__
 from seedark.errors import OutputError, UsageError
-from seedark.exposure import parse_ratio
+from seedark.frames.exposure import parse_ratio
 from seedark.io.dng import A7S2_COLOR_MATRIX, write_dng
 from seedark.io.exif import CameraMetadata
 from seedark.io.image import check_destination
 from seedark.pipeline.enhance import enhance_file, plan_output
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for
-from seedark.synthesis.noise import SONY_A7S2, NoiseParams, NoiseProfile, add_noise, typical_params
+from seedark.synthesis.noise import NoiseParams, add_noise, typical_params
+from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile
 from seedark.synthesis.unprocess import DEFAULT_SRGB_WB, as_shot_neutral, camera_from_srgb, srgb_to_mosaic
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Three stages, so a batch can overlap them (seedark.pipeline.batch):
 
-1. ``prepare_file`` (seedark.prepare): decode and choose the ratio (CPU, no
+1. ``prepare_file`` (seedark.frames.prepare): decode and choose the ratio (CPU, no
    torch; runs in a decoder process during batches);
 2. ``infer``: the network, tiled, on the engine's device; each tile's input is
    packed and amplified from the mosaic when the tile runs (``PackedFrame``);
@@ -30,8 +30,8 @@ import numpy as np
 
 from seedark._version import __version__
 from seedark.errors import OutputError, UsageError
-from seedark.exposure import parse_ratio
-from seedark.imaging import DEFAULT_COMPARE_WIDTH, apply_orientation, compare_picture, naive_brighten, to_8bit
+from seedark.frames.exposure import parse_ratio
+from seedark.frames.prepare import Prepared, prepare, prepare_parsed
 from seedark.io.image import (
     DEFAULT_COMPRESSION,
     DEFAULT_FORMAT,
@@ -43,8 +43,9 @@ from seedark.io.image import (
     format_from_path,
     save_image,
 )
+from seedark.io.pixels import apply_orientation, to_8bit
 from seedark.io.raw import RawFrame, check_input, decode_raw, read_raw
-from seedark.prepare import Prepared, prepare, prepare_parsed
+from seedark.pipeline.compare import DEFAULT_COMPARE_WIDTH, compare_picture, naive_brighten
 from seedark.progress import ProgressFn
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer, parse_tile
 
@@ -90,7 +91,7 @@ def enhance(
     """Enhance one RAW file: H x W x 3 float32 sRGB in [0, 1], oriented like ``rawpy.postprocess()``.
 
     ``ratio``: amplification (reference exposure / this exposure), or ``"auto"``
-    to estimate it from the frame (seedark.exposure). Without ``weights``,
+    to estimate it from the frame (seedark.frames.exposure). Without ``weights``,
     ``model`` or ``engine``, the model matching the sensor is used (sony / fuji).
     """
     given = parse_ratio(ratio)

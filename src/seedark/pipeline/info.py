@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from seedark.exposure import RATIO_RANGE, auto_ratio
+from seedark.frames.exposure import RATIO_RANGE, auto_ratio
+from seedark.frames.packing import sensor_area
 from seedark.io.raw import read_raw
 from seedark.io.text import printable
 from seedark.models.registry import default_model_for
-from seedark.packing import sensor_area
 
 
 def _exposure(seconds: float | None) -> str:

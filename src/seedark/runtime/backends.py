@@ -43,7 +43,7 @@ from seedark._files import PART_SUFFIX, atomic_folder
 from seedark._version import __version__
 from seedark.config import cache_dir
 from seedark.errors import DeviceError, UsageError
-from seedark.imaging import quantise
+from seedark.io.pixels import quantise
 from seedark.models import network
 from seedark.models.network import LEAKY_SLOPE, LEVELS, SIDUNet, depth_to_space_tf
 from seedark.models.weights import LoadedWeights

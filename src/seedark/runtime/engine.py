@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from seedark.errors import UnsupportedSensorError, UsageError
-from seedark.imaging import apply_orientation, sample_dtype
+from seedark.frames.packing import PackedFrame
+from seedark.frames.prepare import Prepared
+from seedark.io.pixels import apply_orientation, sample_dtype
 from seedark.models.cache import load_model
 from seedark.models.registry import default_model_for
 from seedark.models.weights import LoadedWeights, load_weights
-from seedark.packing import PackedFrame
-from seedark.prepare import Prepared
 from seedark.progress import ByteProgress, ProgressFn
 from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
 from seedark.runtime.devices import available_memory, resolve_device, resolve_precision

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from seedark.errors import DeviceError
+from seedark.frames.packing import amplify
 from seedark.models.network import NetworkSpec
-from seedark.packing import amplify
 from seedark.runtime.telemetry import mute_telemetry
-from seedark.synthesis.noise import SONY_A7S2, synthesize
+from seedark.synthesis.noise import synthesize
+from seedark.synthesis.noiseprofile import SONY_A7S2
 from seedark.synthesis.unprocess import srgb_to_mosaic
 
 log = logging.getLogger("seedark")

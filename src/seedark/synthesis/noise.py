@@ -14,12 +14,10 @@ the camera's raw units (DN, black level subtracted):
 the calibrated log-linear fits ``log(sigma) = slope * log(K) + intercept + N(0, s)``.
 A :class:`NoiseProfile` holds one camera's numbers; :data:`SONY_A7S2` is the
 published a7S II calibration, and :func:`load_profile` reads another camera's from
-a small JSON file (docs/training.md); they live in seedark.synthesis.noiseprofile
-and are importable from here too.
+a small JSON file (docs/training.md); they live in seedark.synthesis.noiseprofile.
 
 A sensor model, not a training mechanism: training makes its pairs with it and
-``seedark demo`` its dark frame, so it sits below both (seedark.training.noise
-re-exports it).
+``seedark demo`` its dark frame, so it sits below both.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seedark.errors import UsageError
-from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile, load_profile, save_profile
+from seedark.synthesis.noiseprofile import NoiseProfile
 
 #: Where the uniform draws of the Tukey-lambda quantile function are kept away from 0 and 1.
 _U_EPS = 2.0**-53
@@ -134,14 +132,10 @@ def synthesize(
 
 
 __all__ = [
-    "SONY_A7S2",
     "NoiseParams",
-    "NoiseProfile",
     "add_noise",
-    "load_profile",
     "sample_params",
     "sample_tukey_lambda",
-    "save_profile",
     "synthesize",
     "tukey_lambda_quantile",
     "tukey_lambda_variance",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from seedark.errors import UsageError
-from seedark.training.noiseprofile import SONY_A7S2, NoiseProfile
+from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile
 
 
 def _cli(help: str, **option: Any) -> dict[str, Any]:

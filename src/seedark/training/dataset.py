@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from seedark.errors import DatasetError, UnsupportedSensorError
-from seedark.imaging import apply_orientation
+from seedark.frames.packing import amplify, pack, pack_bayer, sensor_area, xtrans_phase
+from seedark.io.pixels import apply_orientation
 from seedark.io.raw import RAW_EXTENSIONS, RawFrame
-from seedark.packing import amplify, pack, pack_bayer, sensor_area, xtrans_phase
-from seedark.training.noise import DEFAULT_SRGB_WB, NoiseProfile, add_noise, sample_params, srgb_to_mosaic
+from seedark.synthesis.noise import add_noise, sample_params
+from seedark.synthesis.noiseprofile import NoiseProfile
+from seedark.synthesis.unprocess import DEFAULT_SRGB_WB, srgb_to_mosaic
 
 #: The official code caps the amplification ratio here.
 MAX_RATIO = 300.0

@@ -26,12 +26,12 @@ import numpy as np
 from seedark._files import write_atomic
 from seedark._version import __version__
 from seedark.errors import OutputError, UsageError
-from seedark.imaging import apply_orientation
+from seedark.frames.prepare import prepare
 from seedark.io.image import write_image
+from seedark.io.pixels import apply_orientation
 from seedark.io.raw import RawFrame, read_raw
 from seedark.models.registry import default_model_for
 from seedark.models.weights import LoadedWeights
-from seedark.prepare import prepare
 from seedark.progress import ProgressFn
 from seedark.runtime.cluster import Cluster, Stopped, WorkerContext, parse_cluster, worker_pool
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer, parse_tile

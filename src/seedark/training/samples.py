@@ -16,6 +16,7 @@ import torch
 from seedark.errors import DatasetError
 from seedark.io.raw import read_raw
 from seedark.progress import ProgressFn
+from seedark.synthesis.unprocess import DEFAULT_SRGB_WB
 from seedark.training.arraycache import ArrayCache
 from seedark.training.config import TrainConfig
 from seedark.training.dataset import (
@@ -27,7 +28,6 @@ from seedark.training.dataset import (
     read_list,
     synthetic_srgb_patch,
 )
-from seedark.training.noise import DEFAULT_SRGB_WB
 
 
 class TrainingSet(torch.utils.data.Dataset):  # type: ignore[type-arg]

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from seedark.exposure import auto_ratio, parse_ratio
+from seedark.frames.exposure import auto_ratio, parse_ratio
+from seedark.frames.packing import PackedFrame, sensor_area
 from seedark.io.exif import CameraMetadata
 from seedark.io.raw import RawFrame, read_raw
-from seedark.packing import PackedFrame, sensor_area
 
 
 @dataclass
