@@ -22,9 +22,6 @@ import numpy as np
 from seedark.errors import UnsupportedSensorError, UsageError
 from seedark.io.raw import RawFrame
 
-#: Channel names of the Bayer packing, in order.
-BAYER_CHANNELS = ("R", "G (R row)", "B", "G (B row)")
-
 
 def bayer_offsets(pattern: np.ndarray) -> list[tuple[int, int]]:
     """(row, col) inside the 2x2 block of R, G on R's row, B, G on B's row."""

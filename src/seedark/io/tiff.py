@@ -76,22 +76,6 @@ class TiffType(IntEnum):
     DOUBLE = 12
 
 
-#: Size in bytes of one value of each type.
-TYPE_SIZES: dict[int, int] = {
-    TiffType.BYTE: 1,
-    TiffType.ASCII: 1,
-    TiffType.SHORT: 2,
-    TiffType.LONG: 4,
-    TiffType.RATIONAL: 8,
-    TiffType.SBYTE: 1,
-    TiffType.UNDEFINED: 1,
-    TiffType.SSHORT: 2,
-    TiffType.SLONG: 4,
-    TiffType.SRATIONAL: 8,
-    TiffType.FLOAT: 4,
-    TiffType.DOUBLE: 8,
-}
-
 # struct codes for the numeric types; rationals are two of them per value.
 _STRUCT_CODES: dict[int, str] = {
     TiffType.BYTE: "B",
