@@ -22,8 +22,8 @@ import seedark
 from helpers.httpserver import FaultyServer, block_internet, clean_environment
 from helpers.pngread import decode_png
 from helpers.rawgen import write_dng
+from helpers.registries import add_model
 from seedark.cli import main
-from seedark.models import registry
 from seedark.models.network import NetworkSpec
 from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
 from seedark.models.weights import load_safetensors, load_weights, random_weights
@@ -317,9 +317,7 @@ def served_model(server: FaultyServer, tmp_path: Path, monkeypatch: pytest.Monke
         ),
         homepage="http://127.0.0.1/",
     )
-    registry.register(record)
-    yield record
-    registry.unregister(record.name)
+    yield add_model(monkeypatch, record)
 
 
 def list_rows(out: str) -> dict[str, list[str]]:

@@ -19,13 +19,15 @@ import rawpy
 from PIL import Image
 
 from helpers.httpserver import FaultyServer, block_internet, clean_environment
+from helpers.registries import add_model
 from helpers.tfwriter import write_sid_checkpoint
 from seedark.cli import main
+from seedark.downloads import fetch
 from seedark.errors import DownloadError, OutputError, UsageError
 from seedark.frames.exposure import auto_ratio
 from seedark.io.dng import write_dng
 from seedark.io.raw import read_raw
-from seedark.models import download, registry
+from seedark.models import registry
 from seedark.models.network import NetworkSpec
 from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
 from seedark.models.weights import LoadedWeights, random_weights
@@ -168,8 +170,8 @@ def official(
     """The default model's record pinned to the fixture checkpoint, its files behind a mirror on 127.0.0.1."""
     clean_environment(monkeypatch, tmp_path / "home")
     block_internet(monkeypatch)
-    monkeypatch.setattr(download, "RETRY_BASE_DELAY", 0.001)
-    monkeypatch.setattr(download, "RETRY_MAX_DELAY", 0.01)
+    monkeypatch.setattr(fetch, "RETRY_BASE_DELAY", 0.001)
+    monkeypatch.setattr(fetch, "RETRY_MAX_DELAY", 0.01)
     index, data = checkpoint
     sony = registry.MODELS[registry.DEFAULT_MODEL]
     record = ModelRecord(
@@ -184,7 +186,7 @@ def official(
         ),
         homepage=sony.homepage,
     )
-    monkeypatch.setitem(registry.MODELS, sony.name, record)
+    add_model(monkeypatch, record)
     server.add(f"/sid/{sony.name}/{INDEX_NAME}", index)
     server.add(f"/sid/{sony.name}/{DATA_NAME}", data)
     monkeypatch.setenv("SEEDARK_MIRROR", server.url("/sid"))

@@ -1,4 +1,4 @@
-"""seedark.models.download.fetch against a real local HTTP server with injected faults."""
+"""seedark.downloads.fetch against a real local HTTP server with injected faults."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ import pytest
 import requests
 
 from helpers.httpserver import QUOTA_PAGE, FaultyServer, InternetBlocked, block_internet, clean_environment
+from helpers.registries import LOCAL_DRIVE
 from helpers.tfwriter import write_sid_checkpoint
+from seedark.downloads import choose, gdrive, http
+from seedark.downloads import fetch as fetching
+from seedark.downloads.fetch import fetch
+from seedark.downloads.gdrive import drive_confirmation_url
 from seedark.errors import DownloadError, UsageError, WeightsError
-from seedark.models import download
-from seedark.models.download import drive_confirmation_url, fetch
 from seedark.models.tfcheckpoint import verify_data_file
 
 REAL_GETADDRINFO = socket.getaddrinfo  # before any test guards it
@@ -34,10 +37,10 @@ def sha(data: bytes) -> str:
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[float]]:
     clean_environment(monkeypatch, tmp_path / "home")
     block_internet(monkeypatch)
-    monkeypatch.setattr(download, "RETRY_BASE_DELAY", 0.01)
-    monkeypatch.setattr(download, "RETRY_MAX_DELAY", 0.5)
+    monkeypatch.setattr(fetching, "RETRY_BASE_DELAY", 0.01)
+    monkeypatch.setattr(fetching, "RETRY_MAX_DELAY", 0.5)
     delays: list[float] = []
-    monkeypatch.setattr(download, "_sleep", delays.append)
+    monkeypatch.setattr(fetching, "_sleep", delays.append)
     yield delays
 
 
@@ -202,7 +205,7 @@ def test_a_trickling_server_is_given_up_with_progress_shown(server: FaultyServer
     assert "SEEDARK_MIN_DOWNLOAD_RATE" in reason and "\n" not in reason
     assert len(slow.hits) == 1  # not retried: a minute-long crawl is not a blip
     # progress moved with the bytes as they came, not once per 64 KiB chunk
-    assert seen == sorted(seen) and 0 < seen[-1] < download.CHUNK_SIZE
+    assert seen == sorted(seen) and 0 < seen[-1] < http.CHUNK_SIZE
     part = dest.with_name("f.bin.part")
     assert part.stat().st_size == seen[-1] and not dest.exists()  # kept, so the next run resumes
 
@@ -436,16 +439,29 @@ def test_html_page_instead_of_data_is_refused_not_saved(
 
 def test_drive_confirmation_page_is_followed(server: FaultyServer, tmp_path: Path) -> None:
     confirm, payload = server.add_drive("FILEID", DATA)
-    fetch([server.url("/uc?export=download&id=FILEID")], tmp_path / "f.bin", size=len(DATA), sha256=sha(DATA))
+    url = server.url("/uc?export=download&id=FILEID")
+    fetch([url], tmp_path / "f.bin", size=len(DATA), sha256=sha(DATA), downloaders=LOCAL_DRIVE)
     assert (tmp_path / "f.bin").read_bytes() == DATA
     assert len(confirm.hits) == 1 and len(payload.hits) == 1
+
+
+def test_a_confirmation_page_from_a_plain_http_host_is_refused(server: FaultyServer, tmp_path: Path) -> None:
+    """Only the Drive downloader follows Drive's page: any other host's page is refused, never followed."""
+    confirm, payload = server.add_drive("FILEID", DATA)
+    with pytest.raises(DownloadError) as info:
+        fetch([server.url("/uc?export=download&id=FILEID")], tmp_path / "f.bin", size=len(DATA))
+    reason = info.value.reason
+    assert "web page instead of the file" in reason and "'Google Drive - Virus scan warning'" in reason
+    assert len(confirm.hits) == 1 and payload.hits == []
+    assert no_leftovers(tmp_path)
 
 
 def test_drive_quota_page_after_confirmation_is_refused(server: FaultyServer, tmp_path: Path) -> None:
     _, payload = server.add_drive("FILEID", DATA)
     payload.html = QUOTA_PAGE
     with pytest.raises(DownloadError) as info:
-        fetch([server.url("/uc?export=download&id=FILEID")], tmp_path / "f.bin", size=len(DATA))
+        url = server.url("/uc?export=download&id=FILEID")
+        fetch([url], tmp_path / "f.bin", size=len(DATA), downloaders=LOCAL_DRIVE)
     assert "web page" in info.value.reason
     assert no_leftovers(tmp_path)
 
@@ -469,6 +485,24 @@ def test_drive_confirmation_url_parsing() -> None:
         "https://drive.google.com/uc?id=X1&confirm=tok"
     )
     assert drive_confirmation_url(QUOTA_PAGE, "https://drive.google.com/uc?id=X1") is None
+
+
+def test_the_downloader_is_chosen_by_host_then_scheme() -> None:
+    drive, plain = choose.DOWNLOADERS["drive.google.com"], choose.DOWNLOADERS["https"]
+    assert isinstance(drive, gdrive.GoogleDriveDownloader) and type(plain) is http.HTTPDownloader
+    # the registry's own Drive URLs, both forms
+    assert choose.choose_downloader("https://drive.google.com/uc?export=download&id=X1") is drive
+    assert choose.choose_downloader("https://DRIVE.usercontent.google.com/download?id=X1&confirm=t") is drive
+    for url in ("https://raw.githubusercontent.com/a/b", "http://127.0.0.1:8000/f", "HTTPS://mirror.example/f"):
+        assert choose.choose_downloader(url) is plain, url
+    # no scheme, an unknown one, a malformed URL: plain HTTP, which says what is wrong with it
+    for url in ("ftp://example.com/f", "example.com/f", "http://[::1/f"):
+        assert type(choose.choose_downloader(url)) is http.HTTPDownloader, url
+    # a caller extends the table in a mapping of its own; the module's table stays as it was
+    assert choose.choose_downloader("http://127.0.0.1:8000/f", LOCAL_DRIVE) is LOCAL_DRIVE["127.0.0.1"]
+    assert "127.0.0.1" not in choose.DOWNLOADERS
+    with pytest.raises(TypeError):
+        choose.DOWNLOADERS["127.0.0.1"] = drive  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------- verification
@@ -560,7 +594,7 @@ def test_unwritable_folder_is_reported(server: FaultyServer, tmp_path: Path, mon
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(download, "open", denied, raising=False)
+    monkeypatch.setattr(http, "open", denied, raising=False)
     with pytest.raises(DownloadError) as info:
         fetch([server.url("/f.bin")], tmp_path / "f.bin")
     assert "not writable" in info.value.reason and "SEEDARK_HOME" in info.value.reason

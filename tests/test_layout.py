@@ -27,20 +27,25 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "seedark.progress",
         ),
     ),
-    # io and models both stand on the base alone; neither imports the other.
-    ("io | models", ("seedark.io", "seedark.models")),
+    # io, downloads and models stand on the base alone; models may use downloads, nothing else
+    # in this layer imports another of its groups.
+    ("io | downloads | models", ("seedark.io", "seedark.downloads", "seedark.models")),
     ("frames", ("seedark.frames", "seedark.synthesis")),
     ("runtime", ("seedark.runtime",)),
     ("jobs", ("seedark.pipeline", "seedark.training")),
     ("cli", ("seedark.cli", "seedark.__main__")),
 ]
 #: Same layer, but independent of each other: enhancing never needs training code, and training
-#: (evaluation included) runs the network through the runtime, not through the pipeline.
+#: (evaluation included) runs the network through the runtime, not through the pipeline. Downloads
+#: know nothing of models (any file from any URL); models fetch their official files through them.
 SEPARATE = {
     ("seedark.pipeline", "seedark.training"),
     ("seedark.training", "seedark.pipeline"),
     ("seedark.io", "seedark.models"),
     ("seedark.models", "seedark.io"),
+    ("seedark.io", "seedark.downloads"),
+    ("seedark.downloads", "seedark.io"),
+    ("seedark.downloads", "seedark.models"),
 }
 MAX_FUNCTION_LINES = 80
 

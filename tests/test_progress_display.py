@@ -28,10 +28,11 @@ import pytest
 
 from helpers.httpserver import FaultyServer, block_internet, clean_environment
 from helpers.rawgen import write_dng
+from helpers.registries import add_model
 from helpers.tfwriter import write_sid_checkpoint
 from seedark.cli import main
 from seedark.cli.display import Progress, write_line
-from seedark.models import download, registry
+from seedark.downloads import fetch
 from seedark.models.network import NetworkSpec
 from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
 
@@ -159,7 +160,7 @@ def local_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FaultyS
     """A registry model served by the local server, 20 ms per 64 KiB piece: a download of some 0.4 s."""
     clean_environment(monkeypatch, tmp_path / "home")
     block_internet(monkeypatch)
-    monkeypatch.setattr(download, "RETRY_BASE_DELAY", 0.001)
+    monkeypatch.setattr(fetch, "RETRY_BASE_DELAY", 0.001)
     ckpt = tmp_path / "ckpt"
     write_sid_checkpoint(ckpt / "model.ckpt", NetworkSpec(width=4), seed=7)
     index, data = (ckpt / INDEX_NAME).read_bytes(), (ckpt / DATA_NAME).read_bytes()
@@ -177,9 +178,7 @@ def local_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FaultyS
         ),
         homepage="http://127.0.0.1/",
     )
-    registry.register(record)
-    yield record
-    registry.unregister(record.name)
+    yield add_model(monkeypatch, record)
 
 
 def run_on_terminal(*args: str) -> tuple[int, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -20,11 +21,13 @@ import pytest
 import torch
 
 from helpers.httpserver import QUOTA_PAGE, FaultyServer, Route, block_internet, clean_environment
+from helpers.registries import add_model, serve_drive_locally
 from helpers.tfwriter import write_checkpoint, write_sid_checkpoint
 from seedark.cli import main
+from seedark.downloads import fetch
 from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import cache as store
-from seedark.models import download, fetch, registry
+from seedark.models import official, registry
 from seedark.models import weights as weights_module
 from seedark.models.cache import (
     download_model,
@@ -57,8 +60,8 @@ class Checkpoint:
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clean_environment(monkeypatch, tmp_path / "home")
     block_internet(monkeypatch)
-    monkeypatch.setattr(download, "RETRY_BASE_DELAY", 0.001)
-    monkeypatch.setattr(download, "RETRY_MAX_DELAY", 0.01)
+    monkeypatch.setattr(fetch, "RETRY_BASE_DELAY", 0.001)
+    monkeypatch.setattr(fetch, "RETRY_MAX_DELAY", 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +104,10 @@ def record_for(
 
 
 @pytest.fixture
-def fixture_model(server: FaultyServer, ckpt: Checkpoint) -> Iterator[ModelRecord]:
+def fixture_model(server: FaultyServer, ckpt: Checkpoint, monkeypatch: pytest.MonkeyPatch) -> ModelRecord:
     server.add(f"/fixture/{INDEX_NAME}", ckpt.index)
     server.add(f"/fixture/{DATA_NAME}", ckpt.data)
-    record = record_for(server, ckpt)
-    registry.register(record)
-    yield record
-    registry.unregister(record.name)
+    return add_model(monkeypatch, record_for(server, ckpt))
 
 
 def index_route(server: FaultyServer) -> Route:
@@ -149,12 +149,15 @@ def test_official_registry_pins_match_the_official_indexes(name: str) -> None:
     assert registry.DEFAULT_MODEL == "sony"
 
 
-def test_get_record_and_register() -> None:
+def test_get_record_and_the_registry_is_read_only() -> None:
     assert registry.get_record("sony") is MODELS["sony"]
     with pytest.raises(UsageError, match="known models: fuji, sony"):
         registry.get_record("canon")
-    with pytest.raises(UsageError, match="already registered"):
-        registry.register(MODELS["sony"])
+    with pytest.raises(TypeError):
+        MODELS["canon"] = MODELS["sony"]  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MODELS["sony"].name = "canon"  # type: ignore[misc]
+    assert isinstance(MODELS["sony"].files, tuple) and isinstance(MODELS["sony"].files[0].urls, tuple)
 
 
 def test_cache_dir_follows_seedark_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -167,7 +170,7 @@ def test_cache_dir_follows_seedark_home(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 def test_mirror_replaces_every_source(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEEDARK_MIRROR", "https://mirror.example/sid/")
-    index, data = fetch.sources(MODELS["sony"])
+    index, data = official.sources(MODELS["sony"])
     assert index.urls == ("https://mirror.example/sid/sony/model.ckpt.index",)
     assert data.urls == ("https://mirror.example/sid/sony/model.ckpt.data-00000-of-00001",)
     assert data.gdrive_id is None and index.sha256 == MODELS["sony"].files[0].sha256
@@ -261,15 +264,14 @@ def test_offline_and_not_cached_names_the_files_to_fetch(
         load_model("fixture", download=False)
 
 
-def test_drive_confirmation_flow_end_to_end(server: FaultyServer, ckpt: Checkpoint) -> None:
+def test_drive_confirmation_flow_end_to_end(
+    server: FaultyServer, ckpt: Checkpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server.add(f"/drive/{INDEX_NAME}", ckpt.index)
     _, payload = server.add_drive("FIXTUREID", ckpt.data)
-    record = record_for(server, ckpt, "drive", data_path="/uc?export=download&id=FIXTUREID")
-    registry.register(record)
-    try:
-        assert same_weights(load_model("drive"), ckpt.weights)
-    finally:
-        registry.unregister("drive")
+    add_model(monkeypatch, record_for(server, ckpt, "drive", data_path="/uc?export=download&id=FIXTUREID"))
+    serve_drive_locally(monkeypatch)
+    assert same_weights(load_model("drive"), ckpt.weights)
     assert payload.full_downloads() == 1
 
 
@@ -451,7 +453,7 @@ def test_a_trickling_download_is_given_up_and_resumed_later(
     # at most 100 bytes/s (a byte, then 10 ms), against 10,000 bytes/s over 0.3 s windows
     route = data_route(server)
     route.chunk_size, route.chunk_delay = 1, 0.01
-    monkeypatch.setattr(download, "RATE_WINDOW", 0.3)
+    monkeypatch.setattr(fetch, "RATE_WINDOW", 0.3)
     monkeypatch.setenv("SEEDARK_MIN_DOWNLOAD_RATE", "10000")
     with pytest.raises(DownloadError) as info:
         download_model("fixture")
@@ -651,11 +653,12 @@ def connect(self, address):
 socket.socket.connect = connect
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+from types import MappingProxyType
 from seedark.models import registry, cache as store
 
 spec = json.loads(sys.argv[1])
 files = tuple(registry.SourceFile(f["name"], tuple(f["urls"]), f["sha256"], f["size"]) for f in spec.pop("files"))
-registry.register(registry.ModelRecord(files=files, **spec))
+registry.MODELS = MappingProxyType({**registry.MODELS, spec["name"]: registry.ModelRecord(files=files, **spec)})
 weights = store.load_model(spec["name"])
 print(json.dumps({"width": weights.spec.width, "sha256": store.read_provenance(spec["name"])["weights_sha256"]}))
 """

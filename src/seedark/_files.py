@@ -159,6 +159,15 @@ def publish(tmp: Path, final: Path, *, overwrite: bool) -> None:
         os.unlink(tmp)
 
 
+def hash_file(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks so large files don't sit in memory."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fsync_path(path: Path) -> None:
     """fsync a file or folder by name; not possible everywhere (folders), and then not fatal."""
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)

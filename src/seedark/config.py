@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def cache_dir() -> Path:
     import platformdirs  # only when needed: the CLI's start-up stays light
 
     return Path(platformdirs.user_cache_dir("seedark"))
+
+
+def cache_write_reason(exc: OSError) -> str:
+    """A reason a user can act on for a failed write into the cache (the fix is often another ``SEEDARK_HOME``)."""
+    code = exc.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "disk full: no space left to write the model (free some space, or set SEEDARK_HOME to another disk)"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "cache folder is not writable (permission denied); set SEEDARK_HOME to a writable folder"
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        return "cannot create the cache folder: a file is in the way; set SEEDARK_HOME to a usable folder"
+    return f"cannot write to the cache folder: {exc.strerror or exc}"
 
 
 def mirror() -> str | None:

@@ -1,1 +1,1 @@
-"""The SID network, its weights (TensorFlow or safetensors), the registry and the model cache."""
+"""The SID network, its weights (TensorFlow or safetensors), the registry, the official weights and the model cache."""

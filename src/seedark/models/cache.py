@@ -1,6 +1,6 @@
 """The model cache: where pretrained weights are kept, and the operations that fill and read it.
 
-Getting and checking the files is :mod:`seedark.models.fetch`'s (it knows nothing
+Getting and checking the files is :mod:`seedark.models.official`'s (it knows nothing
 of the cache); this module decides when to fetch, installs what it gets, and loads.
 
 Layout, under :func:`cache_dir` (``$SEEDARK_HOME``, else platformdirs' user cache
@@ -38,7 +38,7 @@ check is ever moved into ``models/``. The converted file's sha256 is recorded in
 tampered entry is noticed and fetched again (registry models) or reported.
 
 Environment, read at call time: ``SEEDARK_HOME`` (cache root), ``SEEDARK_MIRROR``
-(where downloads come from: :mod:`seedark.models.fetch`), ``SEEDARK_OFFLINE=1``
+(where downloads come from: :mod:`seedark.models.official`), ``SEEDARK_OFFLINE=1``
 (never touch the network).
 
 Concurrency: everything that writes ``models/<name>/`` holds ``models/<name>.lock``
@@ -66,12 +66,11 @@ from urllib.parse import urlsplit
 from filelock import FileLock
 from filelock import Timeout as LockTimeout
 
-from seedark._files import fsync_path, publish, temp_file
-from seedark.config import cache_dir, offline
+from seedark._files import fsync_path, hash_file, publish, temp_file
+from seedark.config import cache_dir, cache_write_reason, offline
 from seedark.errors import DownloadError, SeedarkError, UsageError, WeightsError
-from seedark.models import download as dl
-from seedark.models import fetch
-from seedark.models.registry import DEFAULT_MODEL, MODELS, ModelRecord
+from seedark.models import official, registry
+from seedark.models.registry import DEFAULT_MODEL, ModelRecord
 from seedark.progress import ByteProgress
 
 if TYPE_CHECKING:
@@ -132,19 +131,19 @@ def _imported_names() -> list[str]:
     return [
         d.name
         for d in entries
-        if d.name not in MODELS and _NAME_RE.fullmatch(d.name) and (d / PROVENANCE_NAME).is_file()
+        if d.name not in registry.MODELS and _NAME_RE.fullmatch(d.name) and (d / PROVENANCE_NAME).is_file()
     ]
 
 
 def _resolve(name: str) -> ModelRecord | None:
     """The registry record, None for a model imported into the cache, UsageError otherwise."""
     _check_name(name)
-    record = MODELS.get(name)
+    record = registry.MODELS.get(name)
     if record is not None:
         return record
     if model_files(name).provenance.is_file():
         return None
-    known = ", ".join(sorted(MODELS))
+    known = ", ".join(sorted(registry.MODELS))
     imported = _imported_names()
     extra = f"; imported: {', '.join(imported)}" if imported else ""
     raise UsageError(f"unknown model {name!r}; known models: {known}{extra}")
@@ -180,7 +179,7 @@ def _entry_problem(files: ModelFiles, record: ModelRecord | None) -> str | None:
     if prov.get("weights_size") not in (None, size):
         return f"{WEIGHTS_NAME} has {size:,} bytes, the provenance record says {prov['weights_size']:,}"
     try:
-        digest = dl.hash_file(files.weights)
+        digest = hash_file(files.weights)
     except OSError as exc:
         return f"{WEIGHTS_NAME} is unreadable ({exc.strerror or exc})"
     if digest != prov["weights_sha256"]:
@@ -194,14 +193,15 @@ def _entry_problem(files: ModelFiles, record: ModelRecord | None) -> str | None:
 
 
 def _provenance(name: str, origin: dict[str, Any], weights: LoadedWeights, weights_file: Path) -> dict[str, Any]:
-    """The whole record: ``origin`` (what fetch says of the source) plus the converted file's facts."""
+    """The whole record: ``origin`` (what :mod:`seedark.models.official` says of the source) plus the
+    converted file's facts."""
     s = weights.spec
     return {
         **origin,
         "provenance_version": PROVENANCE_VERSION,
         "name": name,
         "weights_file": WEIGHTS_NAME,
-        "weights_sha256": dl.hash_file(weights_file),
+        "weights_sha256": hash_file(weights_file),
         "weights_size": weights_file.stat().st_size,
         "spec": {"in_channels": s.in_channels, "width": s.width, "block": s.block, "packing": s.packing},
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -216,7 +216,7 @@ def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
     try:
         files.lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise error(dl.os_error_reason(exc), files.lock.parent) from exc
+        raise error(cache_write_reason(exc), files.lock.parent) from exc
     lock = FileLock(files.lock)
     try:
         try:
@@ -231,7 +231,7 @@ def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
             f"gave up after {LOCK_TIMEOUT:.0f} s waiting for another seedark process working on this model", files.lock
         ) from None
     except OSError as exc:
-        raise error(dl.os_error_reason(exc), files.lock) from exc
+        raise error(cache_write_reason(exc), files.lock) from exc
     try:
         yield
     finally:
@@ -249,7 +249,7 @@ def _install(files: ModelFiles, weights: LoadedWeights, origin: dict[str, Any], 
     try:
         files.dir.mkdir(parents=True, exist_ok=True)
         with temp_file(files.weights) as tmp_weights, temp_file(files.provenance) as tmp_prov:
-            fetch.weights_io().save_safetensors(weights, tmp_weights, metadata={"seedark_model": files.name})
+            official.weights_io().save_safetensors(weights, tmp_weights, metadata={"seedark_model": files.name})
             fsync_path(tmp_weights)
             record = _provenance(files.name, origin, weights, tmp_weights)
             tmp_prov.write_bytes((json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -258,7 +258,7 @@ def _install(files: ModelFiles, weights: LoadedWeights, origin: dict[str, Any], 
             publish(tmp_prov, files.provenance, overwrite=True)
         fsync_path(files.dir)
     except OSError as exc:
-        raise error(dl.os_error_reason(exc), files.dir) from exc
+        raise error(cache_write_reason(exc), files.dir) from exc
     finally:
         _drop_if_empty(files.dir)
     return files.weights
@@ -297,7 +297,7 @@ class ModelStatus:
 def list_models() -> list[ModelStatus]:
     """Registry models (cached or not), then models imported into the cache. Does not hash anything."""
     rows: list[ModelStatus] = []
-    for name, record in MODELS.items():
+    for name, record in registry.MODELS.items():
         rows.append(_status(name, record.description, record.download_size))
     for name in _imported_names():
         prov = read_provenance(name) or {}
@@ -329,10 +329,10 @@ def _status(name: str, description: str, download_size: int | None) -> ModelStat
 def manual_instructions(name: str) -> str:
     """How to install a registry model by hand: the exact URLs, where they go, the import command."""
     _check_name(name)
-    record = MODELS.get(name)
+    record = registry.MODELS.get(name)
     if record is None:
-        raise UsageError(f"{name!r} is not a downloadable model; known models: {', '.join(sorted(MODELS))}")
-    return fetch.manual_steps(record, model_files(name).dir)
+        raise UsageError(f"{name!r} is not a downloadable model; known models: {', '.join(sorted(registry.MODELS))}")
+    return official.manual_steps(record, model_files(name).dir)
 
 
 def load_model(
@@ -349,7 +349,7 @@ def load_model(
     files = model_files(name)
     problem = _entry_problem(files, record)
     if problem is None:
-        return fetch.weights_io().load_safetensors(files.weights)
+        return official.weights_io().load_safetensors(files.weights)
     cached = files.provenance.is_file()
     if record is None or not download or (cached and offline()):
         raise _unusable(files, record, problem, cached)
@@ -361,7 +361,7 @@ def load_model(
     problem = _entry_problem(files, record)
     if problem is not None:  # pragma: no cover - only if the disk changes under us
         raise WeightsError(f"the freshly downloaded {name} model fails its check ({problem})", files.weights)
-    return fetch.weights_io().load_safetensors(files.weights)
+    return official.weights_io().load_safetensors(files.weights)
 
 
 def _unusable(files: ModelFiles, record: ModelRecord | None, problem: str, cached: bool) -> WeightsError:
@@ -382,7 +382,7 @@ def _unusable(files: ModelFiles, record: ModelRecord | None, problem: str, cache
 
 def _announce_first_download(record: ModelRecord, files: ModelFiles) -> None:
     size = f" ({record.download_size / 1e6:.1f} MB)" if record.download_size else ""
-    hosts = sorted({urlsplit(u).netloc for f in fetch.sources(record) for u in f.urls[:1]})
+    hosts = sorted({urlsplit(u).netloc for f in official.sources(record) for u in f.urls[:1]})
     log.info(
         "the %s model is not in the cache yet: downloading it once%s from %s into %s",
         record.name,
@@ -400,13 +400,13 @@ def download_model(name: str, *, force: bool = False, progress: ByteProgress | N
     or fail verification; nothing is cached then.
     """
     _check_name(name)
-    record = MODELS.get(name)
+    record = registry.MODELS.get(name)
     files = model_files(name)
     if record is None:
         if files.provenance.is_file():
             raise UsageError(f"{name!r} is an imported model; there is nothing to download for it")
-        raise UsageError(f"unknown model {name!r}; downloadable models: {', '.join(sorted(MODELS))}")
-    fetch.checkpoint_files(record)  # a malformed registry entry is a usage error, offline too
+        raise UsageError(f"unknown model {name!r}; downloadable models: {', '.join(sorted(registry.MODELS))}")
+    official.checkpoint_files(record)  # a malformed registry entry is a usage error, offline too
     if offline():
         if not force and _entry_problem(files, record) is None:
             return files.weights
@@ -433,7 +433,7 @@ def download_model(name: str, *, force: bool = False, progress: ByteProgress | N
 
 
 def _download_locked(record: ModelRecord, files: ModelFiles, progress: ByteProgress | None) -> Path:
-    weights, origin = fetch.fetch_official(record, files.downloads, progress)
+    weights, origin = official.download_official(record, files.downloads, progress)
     path = _install(files, weights, origin, DownloadError)
     shutil.rmtree(files.downloads, ignore_errors=True)  # the TF files are not kept: see the module docstring
     log.info("the %s model is ready: %s", record.name, path)
@@ -450,21 +450,21 @@ def import_model(name: str, path: str | os.PathLike[str], *, unverified: bool = 
     """
     _check_name(name)
     src = Path(path).expanduser()
-    record = MODELS.get(name)
+    record = registry.MODELS.get(name)
     if unverified:
         if record is not None:
             raise UsageError(
                 f"{name!r} is an official model: import the official checkpoint without --unverified "
                 "(it is then checked against the official checksums), or choose another name for your own weights"
             )
-        weights, origin = fetch.read_own(src)
+        weights, origin = official.read_own(src)
     else:
         if record is None:
             raise UsageError(
-                f"{name!r} is not an official model ({', '.join(sorted(MODELS))}); "
+                f"{name!r} is not an official model ({', '.join(sorted(registry.MODELS))}); "
                 "to import your own weights under a new name, mark them unverified (--unverified)"
             )
-        weights, origin = fetch.read_official(record, src)
+        weights, origin = official.read_official(record, src)
     files = model_files(name)
     with _locked(files, WeightsError):
         out = _install(files, weights, origin, WeightsError)
@@ -483,7 +483,7 @@ def remove_model(name: str) -> bool:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            raise WeightsError(dl.os_error_reason(exc), files.dir) from exc
+            raise WeightsError(cache_write_reason(exc), files.dir) from exc
     log.info("removed the %s model from %s", name, files.dir)
     return True
 

@@ -7,13 +7,20 @@ that passes :func:`seedark.models.tfcheckpoint.verify_data_file` against a pinne
 is the authors' file even though the 87 MB data file itself is not hashed here
 (its length is pinned as a cheap early check).
 
-Where the files come from (mirrors) is :mod:`seedark.models.fetch`'s business, where
+Where the files come from (mirrors) is :mod:`seedark.models.official`'s business, where
 they are kept :mod:`seedark.models.cache`'s; this module only describes the official release.
+
+The table is read-only, its records frozen: nothing changes what a model name means while
+seedark runs. A test that needs another model replaces :data:`MODELS` as a whole
+(``monkeypatch.setattr(registry, "MODELS", MappingProxyType({...}))``), and the modules
+that use it read ``registry.MODELS`` when called.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from seedark.errors import UnsupportedSensorError, UsageError
 
@@ -77,38 +84,40 @@ def _official(camera: str, index_sha256: str, index_size: int, data_size: int, d
     )
 
 
-MODELS: dict[str, ModelRecord] = {
-    "sony": ModelRecord(
-        name="sony",
-        description="Official SID model for Sony Bayer RAW files (trained on the SID Sony a7S II set)",
-        licence="MIT",
-        packing="bayer",
-        sensor="Sony a7S II (Bayer)",
-        files=_official(
-            "Sony",
-            "56ec48578a4890933f98287872568f90aaa0d4a6e38fc1e78b21dc760e3af424",
-            4602,
-            87_552_664,
-            "1wmx7AM6XWHjHIvpErmIouQgbQoMxAymG",
+MODELS: Mapping[str, ModelRecord] = MappingProxyType(
+    {
+        "sony": ModelRecord(
+            name="sony",
+            description="Official SID model for Sony Bayer RAW files (trained on the SID Sony a7S II set)",
+            licence="MIT",
+            packing="bayer",
+            sensor="Sony a7S II (Bayer)",
+            files=_official(
+                "Sony",
+                "56ec48578a4890933f98287872568f90aaa0d4a6e38fc1e78b21dc760e3af424",
+                4602,
+                87_552_664,
+                "1wmx7AM6XWHjHIvpErmIouQgbQoMxAymG",
+            ),
+            homepage=OFFICIAL_REPO,
         ),
-        homepage=OFFICIAL_REPO,
-    ),
-    "fuji": ModelRecord(
-        name="fuji",
-        description="Official SID model for Fujifilm X-Trans RAW files (trained on the SID Fuji X-T2 set)",
-        licence="MIT",
-        packing="xtrans",
-        sensor="Fujifilm X-T2 (X-Trans)",
-        files=_official(
-            "Fuji",
-            "ff1343bf295b37700dcfe583fcb02af0529d90cada194533abfcb966b470bd31",
-            4602,
-            87_575_884,
-            "1PX5wA89d-JLmwQHqpBnyTYJxDVzC1gpt",
+        "fuji": ModelRecord(
+            name="fuji",
+            description="Official SID model for Fujifilm X-Trans RAW files (trained on the SID Fuji X-T2 set)",
+            licence="MIT",
+            packing="xtrans",
+            sensor="Fujifilm X-T2 (X-Trans)",
+            files=_official(
+                "Fuji",
+                "ff1343bf295b37700dcfe583fcb02af0529d90cada194533abfcb966b470bd31",
+                4602,
+                87_575_884,
+                "1PX5wA89d-JLmwQHqpBnyTYJxDVzC1gpt",
+            ),
+            homepage=OFFICIAL_REPO,
         ),
-        homepage=OFFICIAL_REPO,
-    ),
-}
+    }
+)
 
 DEFAULT_MODEL = "sony"
 
@@ -124,18 +133,6 @@ def get_record(name: str) -> ModelRecord:
     except KeyError:
         known = ", ".join(sorted(MODELS))
         raise UsageError(f"unknown model {name!r}; known models: {known}") from None
-
-
-def register(record: ModelRecord, *, replace: bool = False) -> None:
-    """Add a model (tests, plugins). Refuses to silently shadow an existing entry."""
-    if record.name in MODELS and not replace:
-        raise UsageError(f"a model named {record.name!r} is already registered")
-    MODELS[record.name] = record
-
-
-def unregister(name: str) -> None:
-    """Remove a model added with :func:`register`; a no-op for unknown names."""
-    MODELS.pop(name, None)
 
 
 def default_model_for(sensor: str) -> str:
@@ -157,6 +154,4 @@ __all__ = [
     "drive_urls",
     "drive_view_url",
     "get_record",
-    "register",
-    "unregister",
 ]

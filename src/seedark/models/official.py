@@ -1,15 +1,16 @@
-"""Getting a model's weights: the official files from their sources, or a checkpoint by hand.
+"""A registry model's official weights: downloaded from their sources, or imported by hand, and checked.
 
-Knows nothing of the cache: each function takes folders or files and gives back
-checked weights and the facts of their origin, which :mod:`seedark.models.cache`
-records in ``provenance.json`` and installs under its lock.
+Also reads any other checkpoint a user imports (:func:`read_own`, unverified). Knows
+nothing of the cache: each function takes folders or files and gives back checked
+weights and the facts of their origin, which :mod:`seedark.models.cache` records in
+``provenance.json`` and installs under its lock.
 
 Trust: the pinned sha256 of the official ``.index`` vouches for the per-tensor
 CRC32C values it records, and those verify the data file (see
 :mod:`seedark.models.registry`); nothing here hands back weights that failed a check.
 
 ``SEEDARK_MIRROR`` (``URL/<model>/<official file name>``) replaces every default
-source; plain HTTP, no Google Drive handling.
+source; plain HTTP, no Google Drive handling (:mod:`seedark.downloads` does the downloading).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from seedark._files import hash_file
 from seedark.config import mirror
+from seedark.downloads.fetch import fetch
 from seedark.errors import DownloadError, UsageError, WeightsError
-from seedark.models import download as dl
 from seedark.models import tfcheckpoint
 from seedark.models.registry import ModelRecord, SourceFile, drive_view_url
 from seedark.progress import ByteProgress
@@ -86,7 +88,7 @@ def manual_steps(record: ModelRecord, into: Path) -> str:
 # --------------------------------------------------------------------------- downloading
 
 
-def fetch_official(
+def download_official(
     record: ModelRecord, folder: Path, progress: ByteProgress | None = None
 ) -> tuple[LoadedWeights, dict[str, Any]]:
     """Download the official checkpoint into ``folder`` (resuming what an earlier try left there),
@@ -103,14 +105,14 @@ def fetch_official(
             return None
         return lambda done, file_total: progress(before + done, total if total is not None else file_total)
 
-    if not (index_path.is_file() and dl.hash_file(index_path) == index_src.sha256):
+    if not (index_path.is_file() and hash_file(index_path) == index_src.sha256):
         log.info("fetching %s for the %s model from %s", index_src.name, record.name, index_urls[0])
         with _naming(record, index_src):
-            dl.fetch(index_urls, index_path, size=index_src.size, sha256=index_src.sha256, progress=shifted(0))
+            fetch(index_urls, index_path, size=index_src.size, sha256=index_src.sha256, progress=shifted(0))
     before = index_src.size or index_path.stat().st_size
     log.info("fetching %s for the %s model from %s", data_src.name, record.name, data_urls[0])
     with _naming(record, data_src):
-        dl.fetch(
+        fetch(
             data_urls,
             data_path,
             size=data_src.size,
@@ -188,7 +190,7 @@ def _check_official_index(record: ModelRecord, pinned: SourceFile, index: Path) 
     if not index.is_file():
         raise WeightsError("checkpoint index (.index) not found", index)
     try:
-        digest = dl.hash_file(index)
+        digest = hash_file(index)
     except OSError as exc:
         raise WeightsError(f"cannot read the checkpoint index ({exc.strerror or exc})", index) from exc
     if digest != pinned.sha256:
@@ -216,7 +218,7 @@ def _file_facts(src: SourceFile, path: Path, urls: tuple[str, ...], verified_by:
         "urls": list(urls),
         "size": src.size,
         "pinned_sha256": src.sha256,
-        "sha256": dl.hash_file(path),
+        "sha256": hash_file(path),
     }
     if verified_by is not None:
         facts["verified_by"] = f"CRC32C of every tensor recorded in {verified_by}"
@@ -233,7 +235,7 @@ def _check_packing(record: ModelRecord, weights: LoadedWeights, path: Path) -> N
 
 __all__ = [
     "checkpoint_files",
-    "fetch_official",
+    "download_official",
     "manual_steps",
     "read_official",
     "read_own",
