@@ -42,13 +42,13 @@ def _bench_inference() -> Any:
 def frames(ratio: float, crop: tuple[int, int]) -> dict[str, np.ndarray]:
     """Packed, amplified crops (h x w x 4) of each dark scene at ``ratio``."""
     from seedark.pipeline.demo import dark_frame, demo_photo
-    from seedark.runtime.quantize import pack_rggb
+    from seedark.runtime.quantize import network_input
 
     h, w = 2 * crop[0], 2 * crop[1]
     room = _bench_inference().dark_scene(h, w, ratio=ratio)
     photo = dark_frame(demo_photo(), ratio, seed=1)
     photo = photo[: min(h, photo.shape[0]) // 2 * 2, : min(w, photo.shape[1]) // 2 * 2]
-    return {name: pack_rggb(m, ratio)[0].transpose(1, 2, 0) for name, m in (("room", room), ("photo", photo))}
+    return {name: network_input(m, ratio)[0].transpose(1, 2, 0) for name, m in (("room", room), ("photo", photo))}
 
 
 def run(backend: Any, packed: np.ndarray) -> np.ndarray:

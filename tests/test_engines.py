@@ -21,6 +21,7 @@ from seedark.io.raw import RawFrame
 from seedark.models.network import NetworkSpec
 from seedark.models.weights import LoadedWeights, random_weights
 from seedark.runtime import backends as engines
+from seedark.runtime import ircache
 from seedark.runtime.engine import Engine
 from seedark.runtime.tiling import MARGIN, axis_windows, plan_for_budget, plan_tiles_fixed
 
@@ -107,7 +108,7 @@ def test_lean_forward_is_the_module_forward(spec: NetworkSpec, h: int, w: int, r
     x = torch.from_numpy(rng.random((1, spec.in_channels, h, w), dtype=np.float32))
     with torch.no_grad():
         want = net(x)
-        got = engines.lean_forward(net, x.clone())
+        got = net.lean_forward(x.clone())
     assert got.shape == want.shape == (1, 3, h * spec.block, w * spec.block)
     assert torch.equal(got, want)
 
@@ -410,7 +411,7 @@ def test_openvino_model_is_cached_and_reused(
     np.testing.assert_array_equal(out1, out2)
 
     other = random_weights(BAYER, seed=99)
-    assert engines.weights_digest(_from_file(other)) != engines.weights_digest(_from_file(bayer))
+    assert ircache.weights_digest(_from_file(other)) != ircache.weights_digest(_from_file(bayer))
 
 
 def test_only_weights_from_files_are_cached(bayer: LoadedWeights) -> None:
@@ -458,7 +459,7 @@ def test_cache_pruning_keeps_the_newest_and_the_blob_folder(tmp_path: Path) -> N
     folder = tmp_path / "openvino-x"
     (folder / "compiled").mkdir(parents=True)
     now = time.time()
-    for i in range(engines.KEEP_CONVERTED + 3):
+    for i in range(ircache.KEEP_CONVERTED + 3):
         entry = folder / f"{i:024x}"
         entry.mkdir()
         os.utime(entry, (now - 100 + i, now - 100 + i))
@@ -468,8 +469,8 @@ def test_cache_pruning_keeps_the_newest_and_the_blob_folder(tmp_path: Path) -> N
     fresh = folder / ".tmp-busy"
     fresh.mkdir()
     os.utime(folder / "compiled", (now - 10_000, now - 10_000))
-    engines._prune(folder, engines.KEEP_CONVERTED, engines._is_digest)
+    ircache.prune(folder, ircache.KEEP_CONVERTED, ircache._is_digest)
     left = sorted(p.name for p in folder.iterdir())
     assert "compiled" in left and ".tmp-busy" in left and ".tmp-dead" not in left
-    digests = [n for n in left if engines._is_digest(folder / n)]
-    assert digests == [f"{i:024x}" for i in range(3, engines.KEEP_CONVERTED + 3)]
+    digests = [n for n in left if ircache._is_digest(folder / n)]
+    assert digests == [f"{i:024x}" for i in range(3, ircache.KEEP_CONVERTED + 3)]

@@ -15,9 +15,11 @@ from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from helpers.rawgen import write_dng
-from seedark.io import exif as exif_module
-from seedark.io.exif import CameraMetadata, build_exif, exif_ifd, read_camera_metadata
+from seedark.io import exifread
+from seedark.io.exifread import read_camera_metadata
+from seedark.io.exifwrite import build_exif, exif_ifd
 from seedark.io.image import write_image
+from seedark.io.metadata import CameraMetadata
 from seedark.io.raw import read_raw
 from seedark.io.tiff import Ifd, layout_tiff
 from seedark.pipeline.enhance import enhance_file
@@ -285,7 +287,7 @@ def _parse(path: Path) -> CameraMetadata:
     must not need it, so hostile inputs go through the inner function too.
     """
     with open(path, "rb") as fh:
-        strict = exif_module._read_metadata(fh, os.fstat(fh.fileno()).st_size)
+        strict = exifread._read_metadata(fh, os.fstat(fh.fileno()).st_size)
     assert read_camera_metadata(path) == strict
     return strict
 
@@ -340,7 +342,7 @@ def test_ifd_loops_terminate(tmp_path: Path) -> None:
     data = _loop_tiff()
     _parse(_write(tmp_path / "loop.tif", data))  # through the public reader too
     fh = _CountingFile(data, limit=1000)
-    meta = exif_module._read_metadata(fh, len(data))
+    meta = exifread._read_metadata(fh, len(data))
     assert meta.make == "ABC"
     # Bounded work, not time: the file head, the TIFF header, IFD0's offset, then IFD0 read once
     # (its entry count, entries and next-IFD pointer). A loop followed round again costs 3 per IFD.

@@ -24,8 +24,10 @@ from PIL import Image
 from helpers.rawgen import write_dng
 from seedark.cli import main
 from seedark.errors import OutputError, UsageError
-from seedark.io.exif import EXIF, GPS, IFD0, CameraMetadata, ExifTag, build_exif, read_camera_metadata
+from seedark.io.exifread import read_camera_metadata
+from seedark.io.exifwrite import build_exif
 from seedark.io.image import write_image
+from seedark.io.metadata import EXIF, GPS, IFD0, CameraMetadata, ExifTag
 from seedark.io.tiff import Ifd, TiffType, layout_tiff
 from seedark.io.xmp import MAX_XMP, clean_xmp, jpeg_segment
 from seedark.pipeline.batch import run_batch

@@ -23,7 +23,9 @@ import seedark.io.raw as raw_module
 from helpers.rawgen import ifd_entries, write_dng, write_huge_dng
 from seedark.cli import main
 from seedark.errors import RawReadError, UsageError
-from seedark.io.exif import CameraMetadata, build_exif, read_camera_metadata
+from seedark.io.exifread import read_camera_metadata
+from seedark.io.exifwrite import build_exif
+from seedark.io.metadata import CameraMetadata
 from seedark.io.raw import read_raw
 from seedark.io.text import clean_text, printable
 from seedark.io.tiff import Ifd, layout_tiff

@@ -42,9 +42,9 @@ def test_calibration_frames_are_what_inference_feeds_the_network(tmp_path: Path)
     assert 100 <= ratio <= 300
     frame = read_raw(rawgen.write_dng(tmp_path / "calib.dng", mosaic, cfa="RGGB", black_level=512, white_level=16383))
     expected = amplify(pack(frame), ratio).transpose(2, 0, 1)[None]
-    np.testing.assert_allclose(quantize.pack_rggb(mosaic, ratio), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(quantize.network_input(mosaic, ratio), expected, rtol=0, atol=1e-6)
     # Dark frames: the amplified input spans the range the network sees (not all black, not all clipped).
-    packed = quantize.pack_rggb(mosaic, ratio)
+    packed = quantize.network_input(mosaic, ratio)
     assert 0.02 < float(packed.mean()) < 0.8 and float((packed >= 1.0).mean()) < 0.2
 
 

@@ -27,8 +27,10 @@ from seedark import _parallel
 from seedark.errors import OutputError, UsageError
 from seedark.io import image as output
 from seedark.io import pixels, png
-from seedark.io.exif import CameraMetadata, read_camera_metadata
-from seedark.io.image import default_extension, format_from_path, srgb_icc_profile, write_image
+from seedark.io.exifread import read_camera_metadata
+from seedark.io.formats import default_extension, format_from_path
+from seedark.io.image import srgb_icc_profile, write_image
+from seedark.io.metadata import CameraMetadata
 from seedark.io.pixels import apply_orientation, quantise
 from seedark.io.png import adler32_combine
 from seedark.io.tiff import Ifd, LazyChunk, layout_tiff

@@ -31,7 +31,7 @@ import pytest
 import rawpy
 
 from helpers.rawgen import CFA_PATTERNS, XTRANS_PATTERN, cfa_array, quadrant_mosaic, write_dng
-from seedark.io.exif import read_camera_metadata
+from seedark.io.exifread import read_camera_metadata
 
 FLIP_FOR_ORIENTATION = {1: 0, 2: 1, 3: 3, 4: 2, 5: 4, 6: 6, 7: 7, 8: 5}
 

@@ -75,8 +75,8 @@ MUTANTS = [
     Mutant(
         "tiff-default-8-bits",
         "TIFF defaults to 8 bits instead of 16",
-        'bits = 16 if fmt == "tiff" else 8',
-        "bits = 8",
+        '"tiff": OutputFormat((".tif", ".tiff"), (16, 8)),',
+        '"tiff": OutputFormat((".tif", ".tiff"), (8, 16)),',
         ("tests/test_outputs_values.py", "tests/test_cli.py"),
     ),
     Mutant(

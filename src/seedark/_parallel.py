@@ -1,8 +1,13 @@
-"""Ordered parallel map on threads: numpy and zlib release the GIL on large buffers."""
+"""Thread and process-memory helpers: an ordered parallel map on threads (numpy and zlib
+release the GIL on large buffers), and freed heap memory handed back to the OS."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,3 +48,18 @@ def ordered_parallel(job: Callable[[int], _T], count: int) -> Iterator[_T]:
             # On error (or the consumer giving up) don't start the jobs still queued.
             for fut in pending:
                 fut.cancel()
+
+
+def release_heap(*, collect: bool = True) -> None:
+    """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere), after
+    collecting garbage unless ``collect`` is False (a full collection takes ~0.1 s
+    once torch is loaded).
+
+    Freed small and medium blocks stay in the process (and in its RSS) otherwise,
+    on top of everything the frame allocates later.
+    """
+    if collect:
+        gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)

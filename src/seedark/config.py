@@ -1,4 +1,6 @@
-"""Every ``SEEDARK_*`` environment variable, read at call time (so tests and callers can set them).
+"""Every ``SEEDARK_*`` environment variable, read at call time (so tests and callers can set them),
+and the engine and precision names that they and the CLI's options accept (:data:`ENGINES`,
+:data:`PRECISIONS`: here, where the CLI can read them without loading torch).
 
 ============================= ==============================================
 ``SEEDARK_HOME``              the cache root (models, converted engines);
@@ -31,6 +33,11 @@ ENGINE = "SEEDARK_ENGINE"
 PRECISION = "SEEDARK_PRECISION"
 MIN_DOWNLOAD_RATE = "SEEDARK_MIN_DOWNLOAD_RATE"
 MAX_PIXELS = "SEEDARK_MAX_PIXELS"
+
+#: What ``--engine`` and ``$SEEDARK_ENGINE`` accept (the back ends, ``seedark.runtime.backends``).
+ENGINES = ("auto", "pytorch", "openvino")
+#: What ``--precision`` and ``$SEEDARK_PRECISION`` accept (``seedark.runtime.devices`` resolves them).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 #: Far above any camera sold today (about 150 MP for medium format), far below what a
 #: crafted header can declare (a 30000x30000 file would take hours and gigabytes).

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from seedark.io.dng import A7S2_COLOR_MATRIX, CFA_PATTERNS, Photometric, cfa_array, dng_layout
-from seedark.io.exif import CameraMetadata, ExifTag
+from seedark.io.metadata import CameraMetadata, ExifTag
 
 # A Fujifilm X-Trans layout (6x6, colour indices as above).
 XTRANS_PATTERN = np.array(

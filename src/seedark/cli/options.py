@@ -9,6 +9,7 @@ import click
 
 from seedark import config
 from seedark.cli.display import setup_logging
+from seedark.io.formats import FORMATS, TIFF_COMPRESSIONS
 
 
 def _verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -78,7 +79,7 @@ def engine_options(f: Any) -> Any:
         ),
         click.option(
             "--precision",
-            type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+            type=click.Choice(config.PRECISIONS),
             default="auto",
             show_default=True,
             help="Arithmetic precision. auto: bf16 on CPUs with native bf16 (AVX512-BF16, AMX), fp32 "
@@ -96,7 +97,7 @@ def engine_options(f: Any) -> Any:
         click.option(
             "--engine",
             "backend",
-            type=click.Choice(["auto", "pytorch", "openvino"]),
+            type=click.Choice(config.ENGINES),
             default=lambda: config.engine(),
             show_default="auto, or $SEEDARK_ENGINE",
             help="Inference back end; auto uses OpenVINO on the CPU when installed (pip install 'seedark[openvino]').",
@@ -120,7 +121,7 @@ def output_options(f: Any) -> Any:
         click.option(
             "--format",
             "fmt",
-            type=click.Choice(["png", "tiff", "jpeg"]),
+            type=click.Choice(FORMATS),
             help="Output format (default: from -o's file extension, else png).",
         ),
         click.option(
@@ -132,7 +133,7 @@ def output_options(f: Any) -> Any:
         click.option("--quality", type=int, help="JPEG quality, 1-100 (default: 95). JPEG only."),
         click.option(
             "--compression",
-            type=click.Choice(["deflate", "none"]),
+            type=click.Choice(TIFF_COMPRESSIONS),
             help="TIFF compression: deflate (lossless, default) or none. TIFF only.",
         ),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from seedark.frames.exposure import auto_ratio, parse_ratio
 from seedark.frames.packing import PackedFrame, sensor_area
-from seedark.io.exif import CameraMetadata
+from seedark.io.metadata import CameraMetadata
 from seedark.io.raw import RawFrame, read_raw
 
 

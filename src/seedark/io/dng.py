@@ -20,7 +20,8 @@ import numpy as np
 
 from seedark._files import ExistsError, atomic_output
 from seedark.errors import OutputError
-from seedark.io.exif import CameraMetadata, add_carried_tags, exif_ifd
+from seedark.io.exifwrite import add_carried_tags, exif_ifd
+from seedark.io.metadata import CameraMetadata
 from seedark.io.tiff import Ifd, TiffLayout, layout_tiff
 
 # CFA pattern strings as colour indices (DNG CFAPattern: 0 red, 1 green, 2 blue).

@@ -1,4 +1,7 @@
-"""Writing the final sRGB image: the format rules, the TIFF and JPEG encoders, publishing.
+"""Writing the final sRGB image: the sRGB profile, the TIFF and JPEG encoders, publishing.
+
+The formats and the rules on them are :mod:`seedark.io.formats`; the PNG encoder is
+:mod:`seedark.io.png`.
 
 Every file is written atomically (seedark._files): it is encoded into a hidden
 temporary file in the destination folder and only published (hard-linked or renamed
@@ -14,7 +17,6 @@ import hashlib
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,115 +25,19 @@ from PIL import Image, ImageCms
 
 from seedark._files import ExistsError, atomic_output
 from seedark._parallel import ordered_parallel
-from seedark.errors import OutputError, UsageError
-from seedark.io.exif import TAG_XMP, CameraMetadata, add_camera_tags, build_exif
+from seedark.errors import OutputError
+from seedark.io.exifwrite import add_camera_tags, build_exif
+from seedark.io.formats import DEFAULT_COMPRESSION, OutputSettings, check_output_settings
+from seedark.io.metadata import TAG_XMP, CameraMetadata
 from seedark.io.pixels import samples
 from seedark.io.png import encode_png
 from seedark.io.tiff import MAX_TIFF_SIZE, Buffer, Ifd, ifd_at, tiff_header
 from seedark.io.xmp import jpeg_segment
 
-FORMATS = ("png", "tiff", "jpeg")
-#: What ``seedark enhance`` and ``batch`` write without ``--format`` or a file name saying otherwise.
-DEFAULT_FORMAT = "png"
-#: TIFF compressions: deflate (Adobe deflate with the horizontal predictor) or none.
-TIFF_COMPRESSIONS = ("deflate", "none")
-DEFAULT_COMPRESSION = "deflate"
-DEFAULT_JPEG_QUALITY = 95
-
-_EXTENSIONS: dict[str, str] = {
-    ".png": "png",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-}
-_FORMAT_ALIASES: dict[str, str] = {"png": "png", "tiff": "tiff", "tif": "tiff", "jpeg": "jpeg", "jpg": "jpeg"}
-_DEFAULT_EXTENSIONS: dict[str, str] = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}
-
 # JPEG's frame header stores sizes as 16 bits and libjpeg refuses more than this.
 _JPEG_MAX_SIDE = 65500
 # PNG IHDR sizes are 31-bit.
 _PNG_MAX_SIDE = 2**31 - 1
-
-
-# --------------------------------------------------------------------------- formats
-
-
-def _canonical(fmt: str) -> str:
-    """'png', 'tiff' or 'jpeg' for a format name or alias (``tif``, ``jpg``, any case)."""
-    wanted = _FORMAT_ALIASES.get(fmt.lower())
-    if wanted is None:
-        raise UsageError(f"unknown output format {fmt!r}; use png, tiff or jpeg")
-    return wanted
-
-
-def format_from_path(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The output format ('png', 'tiff' or 'jpeg') for ``path`` and an optional ``fmt``.
-
-    An explicit ``fmt`` wins for paths without a known image extension; when both are
-    given and disagree (``out.png`` with ``--format jpeg``) that is a UsageError.
-    """
-    suffix = Path(path).suffix.lower()
-    from_ext = _EXTENSIONS.get(suffix)
-    if fmt is not None:
-        wanted = _canonical(fmt)
-        if from_ext is not None and from_ext != wanted:
-            raise UsageError(
-                f"the extension {suffix!r} does not match --format {fmt}; "
-                f"use a {default_extension(wanted)} file name or drop --format",
-                path,
-            )
-        return wanted
-    if from_ext is None:
-        shown = f"extension {suffix!r}" if suffix else "no extension"
-        raise UsageError(
-            f"cannot tell the output format from {shown}; use .png, .tif/.tiff or .jpg/.jpeg (or --format)",
-            path,
-        )
-    return from_ext
-
-
-def default_extension(fmt: str) -> str:
-    """The file extension seedark gives new files of format ``fmt`` ('.png', '.tif', '.jpg')."""
-    return _DEFAULT_EXTENSIONS[_canonical(fmt)]
-
-
-@dataclass(frozen=True)
-class OutputSettings:
-    """A format, a sample depth and the format's own settings that go together, as
-    :func:`check_output_settings` returns them."""
-
-    fmt: str
-    bits: int
-    quality: int = DEFAULT_JPEG_QUALITY  # JPEG only
-    compression: str = DEFAULT_COMPRESSION  # TIFF only
-
-
-def check_output_settings(
-    fmt: str, bits: int | None = None, quality: int | None = None, compression: str | None = None
-) -> OutputSettings:
-    """The one copy of the rules on formats and depths: ``fmt`` is png, tiff or jpeg (or an
-    alias), ``bits`` 8 or 16 (None: 16 for TIFF, else 8), JPEG holds 8 bits only, its
-    ``quality`` is in 1..100 (None: 95) and given for JPEG only, ``compression``
-    (deflate or none; None: deflate) for TIFF only."""
-    fmt = _canonical(fmt)
-    if bits is None:
-        bits = 16 if fmt == "tiff" else 8
-    if bits not in (8, 16):
-        raise UsageError(f"bits must be 8 or 16, got {bits}")
-    if fmt == "jpeg" and bits != 8:
-        raise UsageError("JPEG holds 8 bits per sample; use --bits 8, or PNG/TIFF for 16 bits")
-    if quality is not None and fmt != "jpeg":
-        raise UsageError(f"--quality is for JPEG only, not {fmt.upper()}; use --format jpeg or a .jpg name")
-    if quality is not None and not 1 <= quality <= 100:
-        raise UsageError(f"JPEG quality must be in 1..100, not {quality}")
-    if compression is not None and fmt != "tiff":
-        raise UsageError(f"--compression is for TIFF only, not {fmt.upper()} (PNG is always compressed)")
-    if compression is not None and compression not in TIFF_COMPRESSIONS:
-        raise UsageError(f"unknown TIFF compression {compression!r}; use deflate or none")
-    return OutputSettings(
-        fmt, bits, DEFAULT_JPEG_QUALITY if quality is None else quality, compression or DEFAULT_COMPRESSION
-    )
 
 
 # The ICC header's creation date (bytes 24-35, ICC.1:2022 7.2.1): LittleCMS stamps the

@@ -24,7 +24,8 @@ import numpy as np
 
 from seedark import config
 from seedark.errors import RawReadError, UnsupportedSensorError
-from seedark.io.exif import CameraMetadata, read_camera_metadata
+from seedark.io.exifread import read_camera_metadata
+from seedark.io.metadata import CameraMetadata
 
 #: Extensions of RAW formats LibRaw reads; used to find files in folders.
 RAW_EXTENSIONS = frozenset(

@@ -2,7 +2,8 @@
 
 One place knows the layout rules (sorted tags, word-aligned values, offsets counted
 from the TIFF header) so the EXIF blob, the TIFF image writer and the test-suite's DNG
-writer cannot disagree about them.
+writer cannot disagree about them. The field types' sizes and struct codes are the
+one table both this builder and the metadata reader (:mod:`seedark.io.exifread`) use.
 
 The layout is: 8-byte header, IFD0 and its out-of-line values, each sub-IFD (in tag
 order, depth first) with its values, then every strip's data in the order the strips
@@ -60,7 +61,7 @@ MAX_TIFF_SIZE = 0xFFFFFFFF
 
 
 class TiffType(IntEnum):
-    """TIFF field types (TIFF 6.0 section 2)."""
+    """TIFF field types (TIFF 6.0 section 2; IFD from Adobe's TIFF Technical Note 1)."""
 
     BYTE = 1
     ASCII = 2
@@ -74,15 +75,34 @@ class TiffType(IntEnum):
     SRATIONAL = 10
     FLOAT = 11
     DOUBLE = 12
+    IFD = 13  # a LONG that points at a sub-IFD; some RAW writers use it, seedark reads it
 
 
-# struct codes for the numeric types; rationals are two of them per value.
-_STRUCT_CODES: dict[int, str] = {
+#: Size in bytes of one value of each type (the reader's bounds checks and the writer's layout).
+TYPE_SIZES: dict[int, int] = {
+    TiffType.BYTE: 1,
+    TiffType.ASCII: 1,
+    TiffType.SHORT: 2,
+    TiffType.LONG: 4,
+    TiffType.RATIONAL: 8,
+    TiffType.SBYTE: 1,
+    TiffType.UNDEFINED: 1,
+    TiffType.SSHORT: 2,
+    TiffType.SLONG: 4,
+    TiffType.SRATIONAL: 8,
+    TiffType.FLOAT: 4,
+    TiffType.DOUBLE: 8,
+    TiffType.IFD: 4,
+}
+
+#: struct codes of the numeric types (UNDEFINED as bytes); rationals are two of them per value.
+STRUCT_CODES: dict[int, str] = {
     TiffType.BYTE: "B",
     TiffType.SHORT: "H",
     TiffType.LONG: "I",
     TiffType.RATIONAL: "I",
     TiffType.SBYTE: "b",
+    TiffType.UNDEFINED: "B",
     TiffType.SSHORT: "h",
     TiffType.SLONG: "i",
     TiffType.SRATIONAL: "i",
@@ -149,7 +169,7 @@ class Ifd:
         vals = list(values)
         if not vals:
             raise ValueError(f"tag {tag}: no values")
-        code = _STRUCT_CODES[type_]
+        code = STRUCT_CODES[type_]
         data = struct.pack(f"{self.byteorder}{len(vals)}{code}", *vals)
         self._set(tag, _Values(type_, len(vals), data))
 
@@ -174,7 +194,7 @@ class Ifd:
         flat = [part for pair in values for part in pair]
         if not flat:
             raise ValueError(f"tag {tag}: no values")
-        code = _STRUCT_CODES[type_]
+        code = STRUCT_CODES[type_]
         data = struct.pack(f"{self.byteorder}{len(flat)}{code}", *flat)
         self._set(tag, _Values(type_, len(flat) // 2, data))
 

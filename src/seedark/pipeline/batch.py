@@ -44,14 +44,15 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from seedark._parallel import release_heap
 from seedark.errors import OutputError, SeedarkError, UsageError
 from seedark.frames.exposure import parse_ratio
 from seedark.frames.prepare import STOP_SIGNALS, Prepared, decoder_started, prepare_file
-from seedark.io.image import OutputSettings, check_destination, default_extension
+from seedark.io.formats import OutputSettings, default_extension
+from seedark.io.image import check_destination
 from seedark.io.raw import RAW_EXTENSIONS
 from seedark.pipeline.compare import DEFAULT_COMPARE_WIDTH
 from seedark.pipeline.enhance import OutputPlan, check_compare_width, check_suffix, output_settings, write_result
-from seedark.runtime.backends import release_heap
 from seedark.runtime.cluster import Cluster, parse_cluster
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer
 

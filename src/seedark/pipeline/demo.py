@@ -26,8 +26,8 @@ from seedark._version import __version__
 from seedark.errors import OutputError, UsageError
 from seedark.frames.exposure import parse_ratio
 from seedark.io.dng import A7S2_COLOR_MATRIX, write_dng
-from seedark.io.exif import CameraMetadata
 from seedark.io.image import check_destination
+from seedark.io.metadata import CameraMetadata
 from seedark.pipeline.enhance import enhance_file, plan_output
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for
 from seedark.synthesis.noise import NoiseParams, add_noise, typical_params

@@ -32,17 +32,16 @@ from seedark._version import __version__
 from seedark.errors import OutputError, UsageError
 from seedark.frames.exposure import parse_ratio
 from seedark.frames.prepare import Prepared, prepare, prepare_parsed
-from seedark.io.image import (
+from seedark.io.formats import (
     DEFAULT_COMPRESSION,
     DEFAULT_FORMAT,
     DEFAULT_JPEG_QUALITY,
     OutputSettings,
-    check_destination,
     check_output_settings,
     default_extension,
     format_from_path,
-    save_image,
 )
+from seedark.io.image import check_destination, save_image
 from seedark.io.pixels import apply_orientation, to_8bit
 from seedark.io.raw import RawFrame, check_input, decode_raw, read_raw
 from seedark.pipeline.compare import DEFAULT_COMPARE_WIDTH, compare_picture, naive_brighten

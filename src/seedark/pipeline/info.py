@@ -25,7 +25,7 @@ def _exposure(seconds: float | None) -> str:
 class RawInfo:
     """What ``seedark info`` reports about a RAW file, as values (``--json`` writes these fields).
 
-    Strings from the file are cleaned when read (seedark.io.exif); ``file`` is the path as given.
+    Strings from the file are cleaned when read (seedark.io.metadata); ``file`` is the path as given.
     """
 
     file: str

@@ -6,11 +6,11 @@ core, into a destination array: float32, or uint8/uint16 quantised on the spot
 (so a frame's output never exists as float32 in full). :class:`seedark.runtime.engine.Engine` plans the tiles
 and picks the back end (:func:`select_backend`):
 
-* ``pytorch``: the network with a memory-lean forward (in-place activations, every
-  intermediate freed as soon as it is consumed: ~520 instead of ~920 bytes per
-  packed pixel at width 32), channels_last on CPU and CUDA.
+* ``pytorch``: the network's memory-lean forward (``SIDUNet.lean_forward``: in-place
+  activations, every intermediate freed as soon as it is consumed: ~520 instead of
+  ~920 bytes per packed pixel at width 32), channels_last on CPU and CUDA.
 * ``openvino`` (``pip install seedark[openvino]``): the same module converted once
-  to OpenVINO IR, cached under ``<cache>/engines/``, compiled for one static tile
+  to OpenVINO IR, cached under ``<cache>/engines/`` (:mod:`seedark.runtime.ircache`), compiled for one static tile
   shape (static shapes let OpenVINO plan its memory: ~590 bytes per pixel against
   ~960 for a dynamic-shape model), with compiled blobs cached by OpenVINO itself.
 
@@ -20,34 +20,23 @@ Both compute what :class:`seedark.models.network.SIDUNet` computes (tests/test_e
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
-import hashlib
 import importlib.util
 import logging
-import os
-import shutil
-import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seedark import config
-from seedark._files import PART_SUFFIX, atomic_folder
-from seedark._version import __version__
-from seedark.config import cache_dir
+from seedark._parallel import release_heap
 from seedark.errors import DeviceError, UsageError
 from seedark.io.pixels import quantise
-from seedark.models import network
-from seedark.models.network import LEAKY_SLOPE, LEVELS, SIDUNet, depth_to_space_tf
+from seedark.models.network import SIDUNet
 from seedark.models.weights import LoadedWeights
-from seedark.runtime import quantize
+from seedark.runtime import ircache, quantize
 from seedark.runtime.devices import precision_name
 from seedark.runtime.telemetry import mute_telemetry
 
@@ -56,17 +45,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("seedark")
 
-BACKENDS = ("auto", "pytorch", "openvino")
 #: OpenVINO's pooling refuses a 2-wide window over a 1-pixel map; below this side, tiles run on PyTorch.
 OV_MIN_SIDE = 16
 #: Under this many packed pixels a frame runs on PyTorch even when OpenVINO is the engine: converting
 #: (seconds, once per weights) and compiling a new shape (~0.4 s) would cost more than the whole inference.
 OV_MIN_PIXELS = 512 * 512
-#: Converted models and compiled blobs kept in the cache; older ones are removed.
-KEEP_CONVERTED = 8
-KEEP_COMPILED = 24
-#: Weights that come from a file are worth converting to disk; training snapshots and random weights are not.
-PERSISTENT_KINDS = ("tensorflow", "safetensors")
 
 
 class Backend(Protocol):
@@ -88,21 +71,6 @@ class Backend(Protocol):
         ...
 
 
-def release_heap(*, collect: bool = True) -> None:
-    """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere), after
-    collecting garbage unless ``collect`` is False (a full collection takes ~0.1 s
-    once torch is loaded).
-
-    Freed small and medium blocks stay in the process (and in its RSS) otherwise,
-    on top of everything the frame allocates later.
-    """
-    if collect:
-        gc.collect()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def write_core(core: np.ndarray, dest: np.ndarray) -> None:
     """Network output ``core`` into ``dest``: float32 clipped to [0, 1], or uint8/uint16 quantised.
 
@@ -118,34 +86,6 @@ def write_core(core: np.ndarray, dest: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------- PyTorch
-
-
-def lean_forward(net: SIDUNet, x: torch.Tensor) -> torch.Tensor:
-    """``net(x)``, bit for bit, holding about half the activations at the peak.
-
-    SIDUNet.forward keeps every conv output alive next to its activation and the
-    upsampled tensor next to the concatenation; at full resolution each of those
-    is 128 bytes per packed pixel. Here activations are in place and every
-    intermediate is released as soon as the next op has consumed it.
-    """
-    skips: list[torch.Tensor] = []
-    for level in range(LEVELS):
-        if level:
-            x = F.max_pool2d(x, 2, 2, ceil_mode=True)
-        x = F.leaky_relu_(getattr(net, f"g_conv{level + 1}_1")(x), LEAKY_SLOPE)
-        x = F.leaky_relu_(getattr(net, f"g_conv{level + 1}_2")(x), LEAKY_SLOPE)
-        skips.append(x)
-    skips.pop()
-    for idx in range(6, 10):
-        skip = skips.pop()
-        up = getattr(net, f"up{idx}")(x)
-        del x
-        cat = torch.cat([up[:, :, : skip.shape[2], : skip.shape[3]], skip], dim=1)
-        del up, skip
-        x = F.leaky_relu_(getattr(net, f"g_conv{idx}_1")(cat), LEAKY_SLOPE)
-        del cat
-        x = F.leaky_relu_(getattr(net, f"g_conv{idx}_2")(x), LEAKY_SLOPE)
-    return depth_to_space_tf(net.g_conv10(x), net.spec.block)
 
 
 class TorchBackend:
@@ -181,7 +121,7 @@ class TorchBackend:
         with torch.inference_mode():
             x = torch.from_numpy(np.asarray(tile, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
             x = x.to(self.device, self.dtype).contiguous(memory_format=self.layout)
-            y = lean_forward(self.net, x)
+            y = self.net.lean_forward(x)
             del x
             dh, dw = dest.shape[:2]
             core = y[0, :, oy : oy + dh, ox : ox + dw].permute(1, 2, 0)
@@ -233,47 +173,6 @@ def openvino_has_native_bf16() -> bool:
     return "BF16" in [str(c) for c in caps]
 
 
-def weights_digest(weights: LoadedWeights) -> str:
-    """Content hash of the network: spec, tensors and the code that defines the graph."""
-    h = hashlib.sha256()
-    spec = weights.spec
-    h.update(f"{spec.in_channels}/{spec.width}/{spec.block}/seedark-{__version__}".encode())
-    # A fix to the network's semantics must not reuse a graph converted from the old code.
-    h.update(Path(network.__file__).read_bytes())
-    for key in sorted(weights.state):
-        h.update(key.encode())
-        h.update(weights.state[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
-def engines_dir() -> Path:
-    """``<cache>/engines``: converted models and compiled blobs; always safe to delete."""
-    return cache_dir() / "engines"
-
-
-def _is_digest(path: Path) -> bool:
-    return len(path.name) == 24 and all(c in "0123456789abcdef" for c in path.name)
-
-
-def _is_leftover(path: Path) -> bool:
-    """A hidden temporary folder of an unfinished conversion (``*.part``, or ``.tmp-*`` as older caches have them)."""
-    return path.name.startswith(".") and (path.name.endswith(PART_SUFFIX) or path.name.startswith(".tmp-"))
-
-
-def _prune(folder: Path, keep: int, wanted: Callable[[Path], bool] = lambda _p: True) -> None:
-    """Remove all but the ``keep`` most recently used entries of ``folder`` that are ``wanted``,
-    and conversions that a killed process left half-written more than an hour ago."""
-    try:
-        children = list(folder.iterdir())
-        entries = sorted((p for p in children if wanted(p)), key=lambda p: p.stat().st_mtime, reverse=True)
-        stale = [p for p in children if _is_leftover(p) and p.stat().st_mtime < time.time() - 3600]
-    except OSError:
-        return
-    for old in entries[keep:] + stale:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-
-
 def convert_network(weights: LoadedWeights) -> Any:
     """The network as an OpenVINO model with dynamic H and W (traces the module: seconds)."""
     ov = _openvino()
@@ -283,35 +182,6 @@ def convert_network(weights: LoadedWeights) -> Any:
         return ov.convert_model(
             net, example_input=example, input=[ov.PartialShape([1, weights.spec.in_channels, -1, -1])]
         )
-
-
-def _read_ir(entry: Path) -> Any | None:
-    """The converted model stored under ``entry``; None when there is none or it is unreadable."""
-    xml = entry / "model.xml"
-    if not xml.is_file():
-        return None
-    try:
-        model = _ov_core().read_model(str(xml))
-    except RuntimeError as exc:
-        log.debug("cached OpenVINO model unreadable (%s); converting again", exc)
-        return None
-    with contextlib.suppress(OSError):
-        os.utime(entry)  # recently used: _prune keeps it
-    log.debug("OpenVINO model from the cache: %s", entry)
-    return model
-
-
-def _save_ir(model: Any, entry: Path) -> bool:
-    """Store the converted model under ``entry``, replacing an unreadable one; False if the cache is not writable."""
-    try:
-        with atomic_folder(entry) as tmp:
-            # fp16 compression is on by default and would change the results; the weights stay fp32.
-            _openvino().save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-    except (OSError, RuntimeError) as exc:  # OpenVINO reports a full disk as RuntimeError("iostream error")
-        log.debug("could not cache the OpenVINO model (%s); it will be converted again next time", exc)
-        return False
-    _prune(entry.parent, KEEP_CONVERTED, _is_digest)
-    return True
 
 
 class OpenVINOBackend:
@@ -336,7 +206,7 @@ class OpenVINOBackend:
         self.weights = weights
         self.spec = weights.spec
         self.precision = precision
-        self.persist = weights.kind in PERSISTENT_KINDS if persist is None else persist
+        self.persist = weights.kind in ircache.PERSISTENT_KINDS if persist is None else persist
         self.version = _openvino().get_version().split("-")[0]
         self._model: Any = None
         self._compiled: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
@@ -350,19 +220,19 @@ class OpenVINOBackend:
     # -- the converted model
 
     def _folder(self) -> Path:
-        return engines_dir() / f"openvino-{self.version}"
+        return ircache.openvino_folder(self.version)
 
     def _entry(self, precision: str) -> Path:
         """Where the converted model of ``precision`` is cached: fp32 and bf16 share one, int8 has its own."""
-        digest = weights_digest(self.weights)
-        if precision == "int8":
-            digest = hashlib.sha256(f"{digest}/{quantize.RECIPE}".encode()).hexdigest()[:24]
-        return self._folder() / digest
+        return ircache.ir_entry(self._folder(), self.weights, quantize.RECIPE if precision == "int8" else None)
+
+    def _read_ir(self, entry: Path) -> Any | None:
+        return ircache.read_ir(entry, lambda xml: _ov_core().read_model(xml))
 
     def _convert(self) -> Any:
         if self.precision != "int8":
             return convert_network(self.weights)
-        fp32 = _read_ir(self._entry("fp32")) if self.persist else None
+        fp32 = self._read_ir(self._entry("fp32")) if self.persist else None
         return quantize.quantize(convert_network(self.weights) if fp32 is None else fp32)
 
     def model(self) -> Any:
@@ -374,15 +244,15 @@ class OpenVINOBackend:
     def _load_or_convert(self) -> Any:
         start = time.perf_counter()
         entry = self._entry(self.precision)
-        model = _read_ir(entry) if self.persist else None
+        model = self._read_ir(entry) if self.persist else None
         if model is not None:
             self.timings["load_ir"] = time.perf_counter() - start
             return model
         log.info("preparing the OpenVINO engine (once per model)")
         model = self._convert()
-        if self.persist and _save_ir(model, entry):
+        if self.persist and ircache.save_ir(model, entry, _openvino().save_model):
             # Compile what later runs will read, so that OpenVINO's blob cache recognises it then.
-            stored = _read_ir(entry)
+            stored = self._read_ir(entry)
             model = model if stored is None else stored
         release_heap()  # tracing leaves ~100 MB of freed heap that would otherwise add to the frame's peak
         self.timings["convert"] = time.perf_counter() - start
@@ -410,7 +280,7 @@ class OpenVINOBackend:
             "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
         }
-        blobs = self._folder() / "compiled"
+        blobs = ircache.blob_folder(self._folder())
         if self.persist:
             with contextlib.suppress(OSError):
                 blobs.mkdir(parents=True, exist_ok=True)
@@ -419,7 +289,7 @@ class OpenVINOBackend:
         compiled = _ov_core().compile_model(model, "CPU", config)
         self.timings["compile"] = self.timings.get("compile", 0.0) + time.perf_counter() - start
         if self.persist:
-            _prune(blobs, KEEP_COMPILED)
+            ircache.prune(blobs, ircache.KEEP_COMPILED)
         return compiled
 
     # -- running
@@ -462,8 +332,8 @@ def requested_backend(name: str | None) -> str:
     spec = (name or "auto").strip().lower()
     if spec == "auto":
         spec = config.engine()
-    if spec not in BACKENDS:
-        raise UsageError(f"unknown engine {spec!r}; use {', '.join(BACKENDS)}")
+    if spec not in config.ENGINES:
+        raise UsageError(f"unknown engine {spec!r}; use {', '.join(config.ENGINES)}")
     return spec
 
 

@@ -15,7 +15,6 @@ import torch
 from seedark import config
 from seedark.errors import DeviceError, UsageError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: int8 is not a dtype the network computes in: torch.int8 marks "the OpenVINO model quantised by NNCF".
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
 
@@ -101,10 +100,10 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     spec = (name or "auto").strip().lower()
     if spec == "auto":
         spec = config.precision()
-        if spec not in PRECISIONS:
-            raise UsageError(f"unknown precision {spec!r} in ${config.PRECISION}; use {', '.join(PRECISIONS)}")
-    if spec not in PRECISIONS:
-        raise UsageError(f"unknown precision {name!r}; use {', '.join(PRECISIONS)}")
+        if spec not in config.PRECISIONS:
+            raise UsageError(f"unknown precision {spec!r} in ${config.PRECISION}; use {', '.join(config.PRECISIONS)}")
+    if spec not in config.PRECISIONS:
+        raise UsageError(f"unknown precision {name!r}; use {', '.join(config.PRECISIONS)}")
     if spec == "auto":
         return auto_precision(device)
     if spec == "fp32":

@@ -18,12 +18,14 @@ import contextlib
 import importlib.util
 import io
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from seedark.errors import DeviceError
-from seedark.frames.packing import amplify
+from seedark.frames.packing import amplify, pack_bayer
+from seedark.io.raw import RawFrame
 from seedark.models.network import NetworkSpec
 from seedark.runtime.telemetry import mute_telemetry
 from seedark.synthesis.noise import synthesize
@@ -78,18 +80,26 @@ def calibration_frame(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     return synthesize(mosaic, ratio, SONY_A7S2, rng), ratio
 
 
-def pack_rggb(mosaic: np.ndarray, ratio: float) -> np.ndarray:
-    """1 x 4 x H/2 x W/2: black-subtracted, normalised, R G B G, amplified and clipped as in inference."""
-    black, white = float(SONY_A7S2.black_level), SONY_A7S2.white_level
-    x = np.maximum(mosaic.astype(np.float32) - black, 0) / (white - black)
-    packed = np.stack([x[0::2, 0::2], x[0::2, 1::2], x[1::2, 1::2], x[1::2, 0::2]])
-    return amplify(packed.astype(np.float32), ratio)[None]
+def network_input(mosaic: np.ndarray, ratio: float) -> np.ndarray:
+    """1 x 4 x H/2 x W/2: an a7S II RGGB mosaic packed (:func:`seedark.frames.packing.pack_bayer`)
+    and amplified as in inference, channels first as OpenVINO takes them."""
+    frame = RawFrame(
+        Path("<calibration>"),
+        mosaic,
+        np.array(list("RGGB")).reshape(2, 2),
+        "bayer",
+        np.full((2, 2), SONY_A7S2.black_level, dtype=np.float32),
+        SONY_A7S2.white_level,
+        0,
+    )
+    packed = amplify(pack_bayer(frame), ratio)
+    return np.ascontiguousarray(packed.transpose(2, 0, 1))[None]
 
 
 def calibration_inputs(count: int = CALIBRATION_FRAMES, *, seed: int = CALIBRATION_SEED) -> list[np.ndarray]:
     """``count`` packed, amplified dark frames, as the network sees them (fixed seed: reproducible)."""
     rng = np.random.default_rng(seed)
-    return [pack_rggb(*calibration_frame(rng)) for _ in range(count)]
+    return [network_input(*calibration_frame(rng)) for _ in range(count)]
 
 
 def quantize(model: Any) -> Any:

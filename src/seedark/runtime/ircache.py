@@ -1,0 +1,129 @@
+"""The OpenVINO back end's disk cache: converted networks (IR) and compiled blobs.
+
+``<cache>/engines/openvino-<version>/`` holds one folder per converted network, named
+by a digest of the weights and of the code that defines the graph (:func:`weights_digest`;
+int8 adds its recipe), and ``compiled/``, where OpenVINO keeps the blobs it compiled.
+A conversion is written to a temporary folder and published whole; the least recently
+used entries beyond :data:`KEEP_CONVERTED` and :data:`KEEP_COMPILED` are removed, and
+so are conversions a killed process left half-written. Everything here is always safe
+to delete, and a cache that cannot be written only means converting again next time.
+The back end (:mod:`seedark.runtime.backends`) hands in OpenVINO's own reader and writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seedark._files import PART_SUFFIX, atomic_folder
+from seedark._version import __version__
+from seedark.config import cache_dir
+from seedark.models import network
+from seedark.models.weights import LoadedWeights
+
+log = logging.getLogger("seedark")
+
+#: Converted models and compiled blobs kept in the cache; older ones are removed.
+KEEP_CONVERTED = 8
+KEEP_COMPILED = 24
+#: Weights that come from a file are worth converting to disk; training snapshots and random weights are not.
+PERSISTENT_KINDS = ("tensorflow", "safetensors")
+
+
+def weights_digest(weights: LoadedWeights) -> str:
+    """Content hash of the network: spec, tensors and the code that defines the graph."""
+    h = hashlib.sha256()
+    spec = weights.spec
+    h.update(f"{spec.in_channels}/{spec.width}/{spec.block}/seedark-{__version__}".encode())
+    # A fix to the network's semantics must not reuse a graph converted from the old code.
+    h.update(Path(network.__file__).read_bytes())
+    for key in sorted(weights.state):
+        h.update(key.encode())
+        h.update(weights.state[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def engines_dir() -> Path:
+    """``<cache>/engines``: converted models and compiled blobs; always safe to delete."""
+    return cache_dir() / "engines"
+
+
+def openvino_folder(version: str) -> Path:
+    """Where one OpenVINO version's conversions and compiled blobs are kept."""
+    return engines_dir() / f"openvino-{version}"
+
+
+def ir_entry(folder: Path, weights: LoadedWeights, variant: str | None = None) -> Path:
+    """The folder of ``weights`` converted, in ``folder``; a ``variant`` (the int8 recipe) has its own."""
+    digest = weights_digest(weights)
+    if variant is not None:
+        digest = hashlib.sha256(f"{digest}/{variant}".encode()).hexdigest()[:24]
+    return folder / digest
+
+
+def _is_digest(path: Path) -> bool:
+    return len(path.name) == 24 and all(c in "0123456789abcdef" for c in path.name)
+
+
+def _is_leftover(path: Path) -> bool:
+    """A hidden temporary folder of an unfinished conversion (``*.part``, or ``.tmp-*`` as older caches have them)."""
+    return path.name.startswith(".") and (path.name.endswith(PART_SUFFIX) or path.name.startswith(".tmp-"))
+
+
+def prune(folder: Path, keep: int, wanted: Callable[[Path], bool] = lambda _p: True) -> None:
+    """Remove all but the ``keep`` most recently used entries of ``folder`` that are ``wanted``,
+    and conversions that a killed process left half-written more than an hour ago."""
+    try:
+        children = list(folder.iterdir())
+        entries = sorted((p for p in children if wanted(p)), key=lambda p: p.stat().st_mtime, reverse=True)
+        stale = [p for p in children if _is_leftover(p) and p.stat().st_mtime < time.time() - 3600]
+    except OSError:
+        return
+    for old in entries[keep:] + stale:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def read_ir(entry: Path, read_model: Callable[[str], Any]) -> Any | None:
+    """The converted model stored under ``entry`` (read by ``read_model``, OpenVINO's);
+    None when there is none or it is unreadable."""
+    xml = entry / "model.xml"
+    if not xml.is_file():
+        return None
+    try:
+        model = read_model(str(xml))
+    except RuntimeError as exc:
+        log.debug("cached OpenVINO model unreadable (%s); converting again", exc)
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(entry)  # recently used: prune keeps it
+    log.debug("OpenVINO model from the cache: %s", entry)
+    return model
+
+
+def save_ir(model: Any, entry: Path, save_model: Callable[..., None]) -> bool:
+    """Store the converted model under ``entry`` with ``save_model`` (OpenVINO's), replacing
+    an unreadable one; False if the cache is not writable."""
+    try:
+        with atomic_folder(entry) as tmp:
+            # fp16 compression is on by default and would change the results; the weights stay fp32.
+            save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+    except (OSError, RuntimeError) as exc:  # OpenVINO reports a full disk as RuntimeError("iostream error")
+        log.debug("could not cache the OpenVINO model (%s); it will be converted again next time", exc)
+        return False
+    prune(entry.parent, KEEP_CONVERTED, _is_digest)
+    return True
+
+
+def blob_folder(folder: Path) -> Path:
+    """Where OpenVINO keeps the blobs it compiled (its ``CACHE_DIR``) for ``folder``'s conversions."""
+    return folder / "compiled"
