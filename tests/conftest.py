@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from helpers.httpserver import FaultyServer
+from helpers.sid_layout import SidLayout, make_sid_dataset
+from helpers.torchthreads import torch_threads
 
 # The suite's expected values are fp32 results, and the dev machines differ: on a CPU with native
 # bf16, ``--precision auto`` means bf16. Pin ``auto`` to fp32 for every test and child process;
@@ -28,3 +30,16 @@ def server() -> Iterator[FaultyServer]:
     srv = FaultyServer().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a whole module: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> SidLayout:
+    """A tiny dataset in the official SID layout (helpers/sid_layout.py), one per test module."""
+    return make_sid_dataset(tmp_path_factory.mktemp("sid"))

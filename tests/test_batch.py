@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import seedark.pipeline.batch as batch_module
-from helpers.batchhelpers import crashing_decoder, exiting_decoder, nearly_full_pipe
+from helpers.batchhelpers import crashing_decoder, exiting_decoder, interrupted_part_way, nearly_full_pipe
+from helpers.cli import child_env, run_cli
 from helpers.pngread import decode_png
-from helpers.rawgen import write_dng
-from seedark.cli import main
+from helpers.rawgen import dark_dng
 from seedark.errors import UsageError
 from seedark.pipeline.batch import BatchEvent, plan_jobs, run_batch
 from seedark.pipeline.enhance import enhance_file
@@ -36,29 +36,17 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-def shot(path: Path, rng: np.random.Generator, size: tuple[int, int] = (40, 56), **kw: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_dng(path, rng.integers(520, 700, size=size, dtype=np.uint16), **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def night(tmp_path: Path, rng: np.random.Generator) -> Path:
     """5 good files (mixed-case extensions), a corrupt one, a text file named like a RAW, and a sidecar."""
     folder = tmp_path / "night_shots"
     for i, name in enumerate(["DSC0001.ARW", "DSC0002.arw", "DSC0003.dng", "DSC0004.DNG", "DSC0005.ARW"]):
-        shot(folder / name, rng, orientation=6 if i == 2 else 1)
-    bad = shot(folder / "DSC0006.ARW", rng)
+        dark_dng(folder / name, rng, orientation=6 if i == 2 else 1)
+    bad = dark_dng(folder / "DSC0006.ARW", rng)
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     (folder / "DSC0007.ARW").write_text("this is not a photo\n" * 30)
     (folder / "notes.txt").write_text("shot list\n")
     return folder
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def test_done_when_five_good_two_bad_then_resume(
@@ -110,7 +98,7 @@ def test_exit_zero_when_nothing_fails(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for i in range(2):
-        shot(tmp_path / "in" / f"a{i}.dng", rng)
+        dark_dng(tmp_path / "in" / f"a{i}.dng", rng)
     code, _, err = run_cli(capsys, "batch", tmp_path / "in", "--weights", WEIGHTS, "--format", "tiff")
     assert code == 0, err
     assert (tmp_path / "in" / "a0.tif").exists() and (tmp_path / "in" / "a1.tif").exists()
@@ -121,9 +109,9 @@ def test_recursive_mirrors_the_tree(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = tmp_path / "walk"
-    shot(src / "top.dng", rng)
-    shot(src / "park" / "bench.dng", rng)
-    shot(src / "park" / "pond" / "duck.DNG", rng)
+    dark_dng(src / "top.dng", rng)
+    dark_dng(src / "park" / "bench.dng", rng)
+    dark_dng(src / "park" / "pond" / "duck.DNG", rng)
     code, _, err = run_cli(capsys, "batch", src, "-r", "-o", tmp_path / "out", "--weights", WEIGHTS, "--quiet")
     assert code == 0, err
     got = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png"))
@@ -134,9 +122,9 @@ def test_recursive_mirrors_the_tree(
 
 
 def test_colliding_names_never_overwrite_each_other(tmp_path: Path, rng: np.random.Generator) -> None:
-    a = shot(tmp_path / "one" / "IMG_1.ARW", rng)
-    b = shot(tmp_path / "one" / "IMG_1.DNG", rng)
-    c = shot(tmp_path / "two" / "IMG_1.ARW", rng)
+    a = dark_dng(tmp_path / "one" / "IMG_1.ARW", rng)
+    b = dark_dng(tmp_path / "one" / "IMG_1.DNG", rng)
+    c = dark_dng(tmp_path / "two" / "IMG_1.ARW", rng)
     out = tmp_path / "out"
     report = run_batch([tmp_path / "one", tmp_path / "two"], out, weights=WEIGHTS, isolate=False)
     names = sorted(p.name for p in out.iterdir())
@@ -157,7 +145,7 @@ def test_plan_is_deterministic(tmp_path: Path) -> None:
 def test_interrupted_run_leaves_no_partial_files_and_resumes(tmp_path: Path, rng: np.random.Generator) -> None:
     src = tmp_path / "in"
     for i in range(6):
-        shot(src / f"s{i}.dng", rng)
+        dark_dng(src / f"s{i}.dng", rng)
     out = tmp_path / "out"
 
     def interrupt_after_two(event: BatchEvent) -> None:
@@ -182,7 +170,7 @@ def test_interrupted_run_leaves_no_partial_files_and_resumes(tmp_path: Path, rng
 def test_decoder_crash_fails_only_that_file(tmp_path: Path, rng: np.random.Generator, decoder: object) -> None:
     src = tmp_path / "in"
     for name in ["a.dng", "b_hostile.dng", "c.dng", "d.dng"]:
-        shot(src / name, rng)
+        dark_dng(src / name, rng)
     report = run_batch([src], tmp_path / "out", weights=WEIGHTS, decoder=decoder)  # type: ignore[arg-type]
     assert sorted(s.name for s, _, _ in report.converted) == ["a.dng", "c.dng", "d.dng"]
     assert len(report.failed) == 1
@@ -192,7 +180,7 @@ def test_decoder_crash_fails_only_that_file(tmp_path: Path, rng: np.random.Gener
 
 def test_model_is_loaded_once(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(4):
-        shot(tmp_path / "in" / f"m{i}.dng", rng)
+        dark_dng(tmp_path / "in" / f"m{i}.dng", rng)
     calls = []
     real = batch_module.engine_for
 
@@ -206,7 +194,7 @@ def test_model_is_loaded_once(tmp_path: Path, rng: np.random.Generator, monkeypa
 
 
 def test_compare_picture(tmp_path: Path, rng: np.random.Generator) -> None:
-    shot(tmp_path / "in" / "c.dng", rng, size=(40, 56))
+    dark_dng(tmp_path / "in" / "c.dng", rng, size=(40, 56))
     report = run_batch([tmp_path / "in"], weights=WEIGHTS, compare=True, isolate=False)
     assert report.ok
     with Image.open(tmp_path / "in" / "c_compare.jpg") as im:
@@ -216,7 +204,7 @@ def test_compare_picture(tmp_path: Path, rng: np.random.Generator) -> None:
 def test_fifos_and_broken_links_with_raw_names_count_as_failures(tmp_path: Path, rng: np.random.Generator) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    shot(src / "good.dng", rng)
+    dark_dng(src / "good.dng", rng)
     os.mkfifo(src / "pipe.dng")  # opening it would block for ever: it must be refused from its type
     (src / "gone.dng").symlink_to(src / "nowhere.dng")
     report = run_batch([src], tmp_path / "out", weights=WEIGHTS, isolate=False)
@@ -245,10 +233,10 @@ def test_ctrl_c_on_the_real_command(tmp_path: Path, rng: np.random.Generator) ->
     """
     src = tmp_path / "in"
     for i in range(6):
-        shot(src / f"n{i}.dng", rng)
+        dark_dng(src / f"n{i}.dng", rng)
     out = tmp_path.joinpath(*["o" * 250] * 9)
     assert 2100 < len(str(out)) < 3500  # one progress line: over half of 4 KiB, and written whole
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = child_env()
     cmd = [sys.executable, "-m", "seedark", "batch", str(src), "-o", str(out), "--weights", str(WEIGHTS)]
     read_end, write_end = nearly_full_pipe()
     try:
@@ -268,14 +256,8 @@ def test_ctrl_c_on_the_real_command(tmp_path: Path, rng: np.random.Generator) ->
             raise
         err = stderr.read().lstrip(b"\0").decode()
     assert proc.wait(timeout=120) == 130, err
-    names = sorted(p.name for p in out.iterdir())
+    names = interrupted_part_way(out, err, (40, 56))
     done = len(names)
-    # The files done are complete and published under their final names, the others absent:
-    # no hidden temporary (.part) file, no partial image.
-    assert 1 <= done < 6 and names == [f"n{i}.png" for i in range(done)], (names, err)
-    for name in names:
-        assert decode_png(out / name)[1].shape == (40, 56, 3)
-    assert f"seedark: converted {done}, skipped 0, failed 0 (interrupted" in err, err
     stamps = {name: (out / name).stat().st_mtime_ns for name in names}
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
@@ -289,7 +271,7 @@ def test_ctrl_c_on_the_real_command(tmp_path: Path, rng: np.random.Generator) ->
 def test_output_folder_that_is_a_file(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shot(tmp_path / "in" / "a.dng", rng)
+    dark_dng(tmp_path / "in" / "a.dng", rng)
     (tmp_path / "taken").write_text("x")
     code, _, err = run_cli(capsys, "batch", tmp_path / "in", "-o", tmp_path / "taken", "--weights", WEIGHTS)
     assert code == 1 and err.strip() == f"seedark: error: {tmp_path / 'taken'}: output folder is not a folder"
@@ -302,7 +284,7 @@ def test_auto_tiles_leave_room_for_what_the_batch_holds(
 ) -> None:
     """Frames decoded ahead and the image being written are memory too; big frames run one stage at a time."""
     for i in range(3):
-        shot(tmp_path / "in" / f"r{i}.dng", rng, size=(40, 56))
+        dark_dng(tmp_path / "in" / f"r{i}.dng", rng, size=(40, 56))
     if big:
         monkeypatch.setattr(batch_module, "BIG_MOSAIC_BYTES", 0)
     seen: list[int] = []
@@ -326,7 +308,7 @@ def test_heap_is_trimmed_only_after_large_images(
     tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(2):
-        shot(tmp_path / "in" / f"t{i}.dng", rng)
+        dark_dng(tmp_path / "in" / f"t{i}.dng", rng)
     calls: list[int] = []
     monkeypatch.setattr(batch_module, "release_heap", lambda: calls.append(1))
     run_batch([tmp_path / "in"], tmp_path / "small", weights=WEIGHTS)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import signal
 import subprocess
@@ -19,29 +17,22 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import seedark
-from helpers.httpserver import FaultyServer, block_internet, clean_environment
+from helpers.cli import child_env, run_cli
+from helpers.httpserver import FaultyServer, block_internet, clean_environment, published_model
 from helpers.pngread import decode_png
-from helpers.rawgen import write_dng
-from helpers.registries import add_model
+from helpers.rawgen import dark_dng, write_dng
 from seedark.cli import main
 from seedark.models.network import NetworkSpec
-from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
+from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord
 from seedark.models.weights import load_safetensors, load_weights, random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "tf_sony_w4"
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
 @pytest.fixture
 def shot(tmp_path: Path, rng: np.random.Generator) -> Path:
-    return write_dng(tmp_path / "night.dng", rng.integers(500, 800, size=(45, 67), dtype=np.uint16), orientation=6)
+    return dark_dng(tmp_path / "night.dng", rng, (45, 67), (500, 800), orientation=6)
 
 
 def files(folder: Path) -> set[str]:
@@ -70,7 +61,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def test_done_when_command(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_path = shot.parent / "out.tiff"
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "enhance",
         shot,
@@ -97,7 +88,7 @@ def test_done_when_command(shot: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_default_output_is_next_to_the_input(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--device", "cpu")
+    code, out, _ = run_cli(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--device", "cpu")
     assert code == 0
     assert Path(out.strip()) == shot.with_suffix(".png")
     with Image.open(shot.with_suffix(".png")) as im:
@@ -119,7 +110,7 @@ def test_output_folder_and_format(
     outdir = tmp_path / "out"
     outdir.mkdir()
     args = ["enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--device", "cpu", "-o", outdir, "--format", fmt]
-    code, out, err = run(capsys, *args, *(["--bits", bits] if bits else []))
+    code, out, err = run_cli(capsys, *args, *(["--bits", bits] if bits else []))
     assert code == 0, err
     assert Path(out.strip()) == outdir / f"night{suffix}"
     got = read_image(outdir / f"night{suffix}")
@@ -134,10 +125,10 @@ def test_output_folder_and_format(
 def test_overwrite(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = shot.with_suffix(".png")
     target.write_bytes(b"keep me")
-    code, _, err = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE)
+    code, _, err = run_cli(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE)
     assert code == 1 and "already exists (use --overwrite" in err and str(target) in err
     assert target.read_bytes() == b"keep me"
-    code, _, _ = run(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--overwrite")
+    code, _, _ = run_cli(capsys, "enhance", shot, "--ratio", "50", "--weights", FIXTURE, "--overwrite")
     assert code == 0 and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -208,7 +199,7 @@ def test_errors_are_one_line_and_write_nothing(
     if "--weights" not in args:
         args += ["--weights", FIXTURE]
     before = files(tmp_path)
-    code, out, err = run(capsys, "enhance", *args)
+    code, out, err = run_cli(capsys, "enhance", *args)
     assert code == want_code, err
     assert out == ""
     lines = err.strip().splitlines()
@@ -223,30 +214,30 @@ def test_console_script_and_module_entry_point(shot: Path) -> None:
         [sys.executable, "-m", "seedark", "enhance", str(shot), "--ratio", "0"],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        env=child_env(base={"PATH": "/usr/bin:/bin"}),
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "seedark: error: ratio must be a finite number > 0, got 0"
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "--version")
+    code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and "seedark" in out
-    code, out, _ = run(capsys, "enhance", "--help")
+    code, out, _ = run_cli(capsys, "enhance", "--help")
     assert code == 0 and "--ratio" in out and "--tile" in out
 
 
 def test_output_name_taken_by_a_folder(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (shot.parent / "night.png").mkdir()
-    code, _, err = run(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE)
+    code, _, err = run_cli(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE)
     assert code == 1 and "is a folder" in err
 
 
 def test_output_would_replace_the_input(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src = write_dng(tmp_path / "odd.png", rng.integers(500, 800, size=(32, 32), dtype=np.uint16))  # a DNG named .png
-    code, _, err = run(capsys, "enhance", src, "--ratio", "5", "--weights", FIXTURE, "-o", src, "--overwrite")
+    src = dark_dng(tmp_path / "odd.png", rng, (32, 32), (500, 800))  # a DNG named .png
+    code, _, err = run_cli(capsys, "enhance", src, "--ratio", "5", "--weights", FIXTURE, "-o", src, "--overwrite")
     assert code == 1 and "replace the input" in err
     assert src.read_bytes()[:2] == b"II"  # still the DNG
 
@@ -260,7 +251,7 @@ def test_unexpected_errors_are_one_line_unless_debug(
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(seedark.pipeline.enhance, "enhance_file", broken)
-    code, _, err = run(capsys, "enhance", shot, "--ratio", "5")
+    code, _, err = run_cli(capsys, "enhance", shot, "--ratio", "5")
     assert code == 1
     assert err.strip() == "seedark: internal error: RuntimeError: simulated bug (rerun with --debug for details)"
     with pytest.raises(RuntimeError, match="simulated bug"):
@@ -268,7 +259,7 @@ def test_unexpected_errors_are_one_line_unless_debug(
 
 
 def test_info(shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "info", shot, tmp_path / "missing.ARW")
+    code, out, err = run_cli(capsys, "info", shot, tmp_path / "missing.ARW")
     assert code == 1
     assert "camera:      Sony ILCE-7SM2" in out
     assert "CFA layout:  RGGB" in out and "black level: 512" in out and "white level: 16383" in out
@@ -279,15 +270,15 @@ def test_info(shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_both_weights_and_model(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "enhance", shot, "--weights", FIXTURE, "--model", "sony")
+    code, _, err = run_cli(capsys, "enhance", shot, "--weights", FIXTURE, "--model", "sony")
     assert code == 2 and "either --weights or --model" in err
 
 
 def test_engine_choice(shot: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    code, _, err = run(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE, "--engine", "pytorch")
+    code, _, err = run_cli(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE, "--engine", "pytorch")
     assert code == 0 and "running on cpu (fp32, pytorch)" in err
     monkeypatch.setenv("SEEDARK_ENGINE", "nonsense")
-    code, _, err = run(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE, "--overwrite")
+    code, _, err = run_cli(capsys, "enhance", shot, "--ratio", "5", "--weights", FIXTURE, "--overwrite")
     assert code == 2 and "--engine" in err
 
 
@@ -299,25 +290,8 @@ def served_model(server: FaultyServer, tmp_path: Path, monkeypatch: pytest.Monke
     """tests/data/tf_sony_w4 published on the local server as the registry model "fixture"; cache in tmp."""
     clean_environment(monkeypatch, tmp_path / "home")
     block_internet(monkeypatch)
-    index = (FIXTURE / INDEX_NAME).read_bytes()
-    data = (FIXTURE / DATA_NAME).read_bytes()
-    server.add(f"/fixture/{INDEX_NAME}", index)
-    server.add(f"/fixture/{DATA_NAME}", data)
-    record = ModelRecord(
-        name="fixture",
-        description="tf_sony_w4 served locally",
-        licence="MIT",
-        packing="bayer",
-        sensor="test",
-        files=(
-            SourceFile(
-                INDEX_NAME, (server.url(f"/fixture/{INDEX_NAME}"),), hashlib.sha256(index).hexdigest(), len(index)
-            ),
-            SourceFile(DATA_NAME, (server.url(f"/fixture/{DATA_NAME}"),), None, len(data)),
-        ),
-        homepage="http://127.0.0.1/",
-    )
-    yield add_model(monkeypatch, record)
+    index, data = (FIXTURE / INDEX_NAME).read_bytes(), (FIXTURE / DATA_NAME).read_bytes()
+    yield published_model(monkeypatch, server, "fixture", index, data, description="tf_sony_w4 served locally")
 
 
 def list_rows(out: str) -> dict[str, list[str]]:
@@ -331,15 +305,15 @@ def test_models_path_list_download_and_remove(
 ) -> None:
     home = tmp_path / "home"
     weights_file = home / "models" / "fixture" / "model.safetensors"
-    code, out, _ = run(capsys, "models", "path")
+    code, out, _ = run_cli(capsys, "models", "path")
     assert code == 0 and out.strip() == str(home / "models")
 
-    code, out, _ = run(capsys, "models", "list")
+    code, out, _ = run_cli(capsys, "models", "list")
     rows = list_rows(out)
     assert code == 0 and {"sony", "fuji", "fixture"} <= set(rows)
     assert rows["fixture"][1:5] == ["no", "-", "not", "cached"] and not (home / "models" / "fixture").exists()
 
-    code, out, err = run(capsys, "models", "download", "fixture")
+    code, out, err = run_cli(capsys, "models", "download", "fixture")
     assert code == 0, err
     assert out.strip() == str(weights_file)
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file() and p.suffix != ".lock") == [
@@ -352,30 +326,30 @@ def test_models_path_list_download_and_remove(
     data_route = server.routes[f"/fixture/{DATA_NAME}"]
     assert data_route.full_downloads() == 1
 
-    code, out, _ = run(capsys, "models", "download", "fixture")  # cached: nothing fetched
+    code, out, _ = run_cli(capsys, "models", "download", "fixture")  # cached: nothing fetched
     assert code == 0 and out.strip() == str(weights_file) and data_route.full_downloads() == 1
-    code, out, _ = run(capsys, "models", "download", "fixture", "--force")
+    code, out, _ = run_cli(capsys, "models", "download", "fixture", "--force")
     assert code == 0 and out.strip() == str(weights_file) and data_route.full_downloads() == 2
     assert load_safetensors(weights_file).state.keys() == want.keys()
 
-    code, out, _ = run(capsys, "models", "list")
+    code, out, _ = run_cli(capsys, "models", "list")
     row = list_rows(out)["fixture"]
     assert row[1] == "yes" and row[3] == str(weights_file)
     assert row[2] == f"{weights_file.stat().st_size / 1000:.1f}kB"
 
     # the downloaded model enhances exactly as the checkpoint it came from
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "enhance", shot, "--ratio", "50", "--model", "fixture", "--device", "cpu", "-o", tmp_path / "m.png"
     )
     assert code == 0, err
     np.testing.assert_array_equal(decode_png(tmp_path / "m.png")[1], library_image(shot, 50, 8))
 
-    code, out, _ = run(capsys, "models", "remove", "fixture")
+    code, out, _ = run_cli(capsys, "models", "remove", "fixture")
     assert code == 0 and out.strip() == "removed fixture"
     assert not (home / "models" / "fixture").exists()
-    code, out, _ = run(capsys, "models", "list")
+    code, out, _ = run_cli(capsys, "models", "list")
     assert list_rows(out)["fixture"][1] == "no"
-    code, out, err = run(capsys, "models", "remove", "fixture")
+    code, out, err = run_cli(capsys, "models", "remove", "fixture")
     assert code == 1 and out == "" and err.strip() == "seedark: error: model 'fixture' is not cached"
 
 
@@ -393,9 +367,8 @@ def _default_sigint() -> None:
 def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path, rng: np.random.Generator) -> None:
     # Big enough that the width-4 network is still running when SIGINT arrives (a 500x750 packed
     # frame sometimes finished first on an idle machine).
-    raw = write_dng(tmp_path / "big.dng", rng.integers(500, 900, size=(2400, 3600), dtype=np.uint16))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDARK_")}
-    env.update(PYTHONPATH=str(ROOT / "src"), SEEDARK_HOME=str(tmp_path / "home"))
+    raw = dark_dng(tmp_path / "big.dng", rng, (2400, 3600), (500, 900))
+    env = child_env(drop=("SEEDARK_",), SEEDARK_HOME=str(tmp_path / "home"))
     cmd = [sys.executable, "-m", "seedark", "-v", "enhance", str(raw), "--ratio", "50", "--weights", str(FIXTURE)]
     cmd += ["--tile", "0", "--engine", "pytorch", "--precision", "fp32"]
     proc = subprocess.Popen(

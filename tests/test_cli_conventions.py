@@ -4,6 +4,7 @@ start-up that loads no heavy module for help, version and usage errors."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -16,9 +17,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers.cli import child_env, run_cli
 from helpers.pngread import decode_png
-from helpers.rawgen import XTRANS_PATTERN, write_dng
-from seedark.cli import cli, main
+from helpers.rawgen import XTRANS_PATTERN, dark_dng
+from seedark.cli import cli
 from seedark.models import registry
 from seedark.pipeline.batch import plan_jobs
 
@@ -28,16 +30,7 @@ WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
 ENGINE = ("--weights", WEIGHTS, "--device", "cpu", "--engine", "pytorch", "--ratio", "50")
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
-def dng(path: Path, rng: np.random.Generator, size: tuple[int, int] = (44, 66), **kw: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_dng(path, rng.integers(500, 800, size=size, dtype=np.uint16), **kw)  # type: ignore[arg-type]
+dng = functools.partial(dark_dng, size=(44, 66), levels=(500, 800))
 
 
 @pytest.fixture
@@ -62,20 +55,20 @@ def folder(tmp_path: Path, rng: np.random.Generator) -> Path:
 def test_verbosity_after_the_subcommand(shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_file = tmp_path / "o.png"
     base = ("enhance", shot, *ENGINE, "-o", out_file, "--overwrite")
-    code, out, plain = run(capsys, *base)
+    code, out, plain = run_cli(capsys, *base)
     assert code == 0 and "running on cpu (fp32, pytorch)" in plain and "tile(s) of" not in plain
     for args in [(*base, "-q"), ("-q", *base), ("-v", *base, "-q")]:  # quiet wins wherever it is
-        code, out, err = run(capsys, *args)
+        code, out, err = run_cli(capsys, *args)
         assert code == 0 and out.strip() == str(out_file) and err == "", args
     for args in [(*base, "-v"), ("-v", *base), (*base, "--verbose")]:
-        code, _, err = run(capsys, *args)
+        code, _, err = run_cli(capsys, *args)
         assert code == 0 and "running on cpu" in err and "pytorch: 1 tile(s) of" in err, args
 
 
 def test_batch_quiet_after_the_subcommand(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "batch", folder / "a.dng", "-o", tmp_path / "o1", *ENGINE)
+    code, _, err = run_cli(capsys, "batch", folder / "a.dng", "-o", tmp_path / "o1", *ENGINE)
     assert code == 0 and "[1/1] converted a.dng" in err
-    code, _, err = run(capsys, "batch", folder / "a.dng", "-o", tmp_path / "o2", *ENGINE, "-q")
+    code, _, err = run_cli(capsys, "batch", folder / "a.dng", "-o", tmp_path / "o2", *ENGINE, "-q")
     assert code == 0 and "converted a.dng" not in err and "running on" not in err
     assert "seedark: converted 1, skipped 0, failed 0" in err  # the summary is always shown
 
@@ -90,7 +83,7 @@ def test_v_and_q_after_info_and_models(
 ) -> None:
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
     extra = (shot,) if args[0] == "info" else ()
-    code, out, err = run(capsys, *args, *extra)
+    code, out, err = run_cli(capsys, *args, *extra)
     assert code == 0, err
     assert out and err == ""
 
@@ -100,12 +93,12 @@ def test_v_and_q_after_info_and_models(
 
 def test_output_folder_is_created(shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "new" / "deeper"
-    code, out, err = run(capsys, "enhance", shot, *ENGINE, "-o", f"{target}/")
+    code, out, err = run_cli(capsys, "enhance", shot, *ENGINE, "-o", f"{target}/")
     assert code == 0, err
     assert out.strip() == str(target / "night.png")  # PNG: no extension to go by, no --format
     chunks, pixels = decode_png(target / "night.png")
     assert chunks[b"IHDR"][0][8] == 8 and pixels.shape == (44, 66, 3)
-    code, out, err = run(capsys, "enhance", shot, *ENGINE, "-o", target, "--suffix", "_sid", "--format", "tiff")
+    code, out, err = run_cli(capsys, "enhance", shot, *ENGINE, "-o", target, "--suffix", "_sid", "--format", "tiff")
     assert code == 0, err
     assert out.strip() == str(target / "night_sid.tif")
     assert tifffile.imread(target / "night_sid.tif").dtype == np.uint16
@@ -116,21 +109,23 @@ def test_failed_enhance_leaves_no_new_folder(shot: Path, tmp_path: Path, capsys:
     # decoding fails: the folder was never made
     bad = tmp_path / "bad.dng"
     bad.write_text("not a photo\n" * 20)
-    code, out, err = run(capsys, "enhance", bad, *ENGINE, "-o", f"{tmp_path / 'n1'}/")
+    code, out, err = run_cli(capsys, "enhance", bad, *ENGINE, "-o", f"{tmp_path / 'n1'}/")
     assert code == 1 and out == "" and "not a RAW file" in err
     # writing fails after the network ran (a name over the file system's 255 bytes): made, then removed
-    code, out, err = run(capsys, "enhance", shot, *ENGINE, "-o", f"{tmp_path / 'n2' / 'n3'}/", "--suffix", "x" * 300)
+    code, out, err = run_cli(
+        capsys, "enhance", shot, *ENGINE, "-o", f"{tmp_path / 'n2' / 'n3'}/", "--suffix", "x" * 300
+    )
     assert code == 1 and out == "" and "File name too long" in err
     # a file where a folder should be made: refused before any work
     (tmp_path / "plain").write_text("")
-    code, out, err = run(capsys, "enhance", shot, *ENGINE, "-o", f"{tmp_path / 'plain' / 'sub'}/")
+    code, out, err = run_cli(capsys, "enhance", shot, *ENGINE, "-o", f"{tmp_path / 'plain' / 'sub'}/")
     assert code == 1 and err.strip().endswith(f"cannot create the output folder: {tmp_path / 'plain'} is not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.dng", "in", "plain"]
 
 
 def test_output_without_extension_or_slash(shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``-o newdir`` (no slash, no such folder) stays a usage error, with the way to say "a new folder"."""
-    code, out, err = run(capsys, "enhance", shot, *ENGINE, "-o", tmp_path / "newdir")
+    code, out, err = run_cli(capsys, "enhance", shot, *ENGINE, "-o", tmp_path / "newdir")
     assert code == 2 and out == ""
     assert err.strip().endswith(
         "cannot tell the output format from no extension; use .png, .tif/.tiff or .jpg/.jpeg "
@@ -141,7 +136,7 @@ def test_output_without_extension_or_slash(shot: Path, tmp_path: Path, capsys: p
 
 def test_batch_suffix_and_paths_on_stdout(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "batch", folder, "-o", out_dir, "--suffix", "_sid", *ENGINE)
+    code, out, err = run_cli(capsys, "batch", folder, "-o", out_dir, "--suffix", "_sid", *ENGINE)
     assert code == 1  # c.dng fails
     assert sorted(p.name for p in out_dir.iterdir()) == ["a_sid.png", "b_sid.png"]
     assert sorted(out.splitlines()) == [str(out_dir / "a_sid.png"), str(out_dir / "b_sid.png")]
@@ -166,7 +161,7 @@ def test_suffix_refused(
     args: tuple[str, ...], message: str, shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = sorted(tmp_path.rglob("*"))
-    code, out, err = run(capsys, *(a.format(shot=shot, tmp=tmp_path) for a in args), *ENGINE)
+    code, out, err = run_cli(capsys, *(a.format(shot=shot, tmp=tmp_path) for a in args), *ENGINE)
     assert code == 2 and out == "" and message in err
     assert sorted(tmp_path.rglob("*")) == before
 
@@ -175,14 +170,14 @@ def test_suffix_refused(
 
 
 def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "enhance", "--help")
+    code, out, _ = run_cli(capsys, "enhance", "--help")
     text = " ".join(out.split())
     assert code == 0
     assert "(default: from -o's file extension, else png)" in text
     assert "(default: from the camera: sony for Bayer sensors, fuji for X-Trans)" in text
     assert "(default: sony)" not in text and "(default: png)" not in text
     for command in ("enhance", "batch", "info", "train"):
-        _, out, _ = run(capsys, command, "--help")
+        _, out, _ = run_cli(capsys, command, "--help")
         assert "-v, --verbose" in out and "-q, --quiet" in out, command
 
 
@@ -217,7 +212,7 @@ def test_every_option_says_its_default() -> None:
 
 def test_batch_json_matches_the_files(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "batch", folder, "-o", out_dir, "--json", *ENGINE)
+    code, out, err = run_cli(capsys, "batch", folder, "-o", out_dir, "--json", *ENGINE)
     summary = json.loads(out)  # stdout holds the one JSON document and nothing else
     assert code == 1 and "seedark: converted 2, skipped 0, failed 1" in err
     written = sorted(str(p) for p in out_dir.iterdir())
@@ -230,7 +225,7 @@ def test_batch_json_matches_the_files(folder: Path, tmp_path: Path, capsys: pyte
     assert summary["ignored"] == [str(folder / "notes.txt")]
     assert summary["ok"] is False and summary["interrupted"] is False and summary["elapsed"] > 0
 
-    code, out, _ = run(capsys, "batch", folder, "-o", out_dir, "--json", *ENGINE)  # a re-run skips both
+    code, out, _ = run_cli(capsys, "batch", folder, "-o", out_dir, "--json", *ENGINE)  # a re-run skips both
     again = json.loads(out)
     assert again["counts"]["skipped"] == 2 and again["converted"] == []
     assert sorted(item["output"] for item in again["skipped"]) == written
@@ -238,7 +233,7 @@ def test_batch_json_matches_the_files(folder: Path, tmp_path: Path, capsys: pyte
 
 def test_batch_json_lines(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "out"
-    code, out, err = run(capsys, "batch", folder, "-o", out_dir, "--json-lines", *ENGINE)
+    code, out, err = run_cli(capsys, "batch", folder, "-o", out_dir, "--json-lines", *ENGINE)
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 1 and "[3/3]" in err and not any(line.startswith("{") for line in err.splitlines())
     events, summary = lines[:-1], lines[-1]
@@ -256,7 +251,7 @@ def test_batch_json_lines(folder: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert summary["event"] == "summary" and summary["counts"]["converted"] == 2
     assert sorted(str(p) for p in out_dir.iterdir()) == sorted(e["output"] for e in events if e["output"])
 
-    code, out, err = run(capsys, "batch", folder, "--json", "--json-lines", *ENGINE)
+    code, out, err = run_cli(capsys, "batch", folder, "--json", "--json-lines", *ENGINE)
     assert code == 2 and out == "" and "use --json or --json-lines, not both" in err
 
 
@@ -264,7 +259,7 @@ def test_info_json(tmp_path: Path, rng: np.random.Generator, capsys: pytest.Capt
     sony = dng(tmp_path / "sony.dng", rng, orientation=6, exposure_time=0.04, iso=12800, black_level=600)
     fuji = dng(tmp_path / "fuji.dng", rng, size=(48, 72), cfa=XTRANS_PATTERN, make="FUJIFILM", model="X-T2")
     missing = tmp_path / "missing.dng"
-    code, out, err = run(capsys, "info", sony, fuji, missing, "--json")
+    code, out, err = run_cli(capsys, "info", sony, fuji, missing, "--json")
     got = json.loads(out)
     assert code == 1 and err.strip() == f"seedark: error: {missing}: no such file"
     assert [item["file"] for item in got] == [str(sony), str(fuji), str(missing)]
@@ -290,21 +285,21 @@ def test_json_keeps_names_that_are_not_utf8(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     odd = dng(Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xffodd.dng")), rng)
-    code, out, _ = run(capsys, "info", odd, "--json")
+    code, out, _ = run_cli(capsys, "info", odd, "--json")
     assert code == 0 and out.isascii()
     assert os.fsencode(json.loads(out)[0]["file"]) == os.fsencode(tmp_path) + b"/\xffodd.dng"
 
 
 def test_models_list_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
-    code, out, _ = run(capsys, "models", "list", "--json")
+    code, out, _ = run_cli(capsys, "models", "list", "--json")
     rows = {row["name"]: row for row in json.loads(out)}
     assert code == 0 and set(registry.MODELS) <= set(rows)
     assert not any(row["cached"] for row in rows.values()) and rows["sony"]["path"] is None
     assert rows["sony"]["download_size"] == sum(f.size for f in registry.MODELS["sony"].files if f.size)
-    code, out, err = run(capsys, "models", "import", "mine", WEIGHTS, "--unverified")
+    code, out, err = run_cli(capsys, "models", "import", "mine", WEIGHTS, "--unverified")
     assert code == 0, err
-    code, out, _ = run(capsys, "models", "list", "--json")
+    code, out, _ = run_cli(capsys, "models", "list", "--json")
     mine = {row["name"]: row for row in json.loads(out)}["mine"]
     assert mine["cached"] is True and mine["imported"] is True
     assert (
@@ -350,9 +345,8 @@ print("PROBE", code, ",".join(heavy), file=sys.stderr)
     ],
 )
 def test_startup_loads_no_heavy_module(args: list[str], code: int, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=60
     )
     probe = result.stderr.splitlines()[-1]
     assert probe == f"PROBE {code} ", result.stderr
@@ -368,9 +362,8 @@ def test_startup_loads_no_heavy_module(args: list[str], code: int, tmp_path: Pat
     ],
 )
 def test_bad_ratio_or_tile_is_a_usage_error_before_torch_loads(args: list[str], tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=child_env(), cwd=tmp_path, timeout=60
     )
     assert result.stderr.splitlines()[0].startswith("seedark: error: "), result.stderr
     probe = result.stderr.splitlines()[-1].split(" ")

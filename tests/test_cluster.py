@@ -29,7 +29,8 @@ import pytest
 import torch
 
 from helpers.batchhelpers import crashing_decoder
-from helpers.rawgen import write_dng
+from helpers.cli import child_env
+from helpers.rawgen import dark_dng
 from helpers.sid_layout import make_sid_dataset
 from seedark.errors import SeedarkError, UsageError
 from seedark.frames.prepare import Prepared, prepare_file
@@ -40,12 +41,10 @@ from seedark.training.evaluate import evaluate
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
 ENGINE = {"weights": WEIGHTS, "device": "cpu", "precision": "fp32"}
-PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])
 #: The test clusters listen on 127.0.0.1 only, and set the authentication mode so that Ray
 #: neither asks for nor writes a token into the user's ~/.ray.
 #: A loaded two-core machine can take longer than Ray's 30 s to start a Ray Client server.
 RAY_ENV = {
-    "PYTHONPATH": PYTHONPATH,
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180",
@@ -151,7 +150,7 @@ def cluster(home: Path) -> Iterator[Address]:
     pytest.importorskip("ray")
     temp = Path(tempfile.mkdtemp(prefix="sdray", dir="/tmp"))  # short: Ray's socket paths live under it
     port, client = _free_port(), _free_port()
-    env = {**os.environ, **RAY_ENV}
+    env = child_env(**RAY_ENV)
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--num-cpus", "2"]
     command += ["--port", str(port), "--ray-client-server-port", str(client)]
     command += ["--node-ip-address", "127.0.0.1", "--temp-dir", str(temp)]
@@ -176,9 +175,8 @@ def on_cluster(cluster: Address, monkeypatch: pytest.MonkeyPatch) -> Address:
 
 
 def shots(folder: Path, rng: np.random.Generator, names: list[str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
-        write_dng(folder / name, rng.integers(520, 700, size=(40, 56), dtype=np.uint16), orientation=6 if i == 1 else 1)
+        dark_dng(folder / name, rng, orientation=6 if i == 1 else 1)
     return folder
 
 
@@ -246,7 +244,7 @@ def test_help_and_import_never_load_ray() -> None:
         "        pass\n"
         "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
     )
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+    env = child_env()
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--cluster ray|ray://HOST:PORT" in done.stdout
@@ -367,7 +365,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_part(
         "main(sys.argv[1:])\n"
     )
     args = ["batch", str(folder), "-o", str(out), "--weights", str(WEIGHTS), "--device", "cpu", "--cluster", "ray"]
-    env = {**os.environ, **RAY_ENV}
+    env = child_env(**RAY_ENV)
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args, "--workers", "2"], env=env, stderr=subprocess.PIPE, text=True
     )
@@ -400,8 +398,7 @@ def test_cli_starts_and_stops_its_own_ray(tmp_path: Path, rng: np.random.Generat
     folder = shots(tmp_path / "in", rng, ["a.dng", "b.dng"])
     (folder / "c.dng").write_text("not a photo\n" * 20)
     temp = Path(tempfile.mkdtemp(prefix="sdray", dir="/tmp"))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_ENV, RAY_TMPDIR=str(temp))
+    env = child_env(drop=("RAY_ADDRESS",), RAY_TMPDIR=str(temp), **RAY_ENV)
     args = ["batch", str(folder), "-o", str(tmp_path / "out"), "--weights", str(WEIGHTS), "--device", "cpu"]
     try:
         done = subprocess.run(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rawpy
 
-from helpers.rawgen import quadrant_mosaic, write_dng
+from helpers.rawgen import dark_dng, quadrant_mosaic, write_dng
 from helpers.sid_layout import SidLayout, make_sid_dataset
 from seedark.errors import DatasetError
 from seedark.frames.packing import XTRANS_REFERENCE, amplify, pack_bayer, pack_xtrans
@@ -29,12 +29,6 @@ from seedark.training.dataset import (
     synthetic_srgb_patch,
     unorient,
 )
-
-
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> SidLayout:
-    return make_sid_dataset(tmp_path_factory.mktemp("sid"))
-
 
 # --------------------------------------------------------------------------- names and lists
 
@@ -166,11 +160,11 @@ def test_cache_decodes_once_and_memory_maps(layout: SidLayout, tmp_path: Path, m
 
 
 def test_cache_notices_a_changed_file(tmp_path: Path, rng: np.random.Generator) -> None:
-    path = write_dng(tmp_path / "00001_00_10s.dng", rng.integers(600, 5000, (32, 32), dtype=np.uint16))
+    path = dark_dng(tmp_path / "00001_00_10s.dng", rng, (32, 32), (600, 5000))
     cache = ArrayCache(tmp_path / "cache")
     before, _ = cache.ground_truth(path)
     before = np.array(before)
-    write_dng(path, rng.integers(6000, 9000, (32, 32), dtype=np.uint16))
+    dark_dng(path, rng, (32, 32), (6000, 9000))
     after, _ = cache.ground_truth(path)
     assert not np.array_equal(before, after)
 
@@ -313,7 +307,7 @@ def test_find_sources(tmp_path: Path, rng: np.random.Generator) -> None:
     from PIL import Image
 
     (tmp_path / "sub").mkdir()
-    write_dng(tmp_path / "sub" / "a.dng", rng.integers(600, 900, (32, 32), dtype=np.uint16))
+    dark_dng(tmp_path / "sub" / "a.dng", rng, (32, 32), (600, 900))
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "b.png")
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p in find_sources(tmp_path)] == ["b.png", "a.dng"]

@@ -18,10 +18,10 @@ import pytest
 import rawpy
 from PIL import Image
 
+from helpers.cli import run_cli
 from helpers.httpserver import FaultyServer, block_internet, clean_environment
 from helpers.registries import add_model
 from helpers.tfwriter import write_sid_checkpoint
-from seedark.cli import main
 from seedark.downloads import fetch
 from seedark.errors import DownloadError, OutputError, UsageError
 from seedark.frames.exposure import auto_ratio
@@ -37,13 +37,6 @@ from seedark.synthesis.noise import typical_params
 from seedark.synthesis.noiseprofile import SONY_A7S2
 
 RATIO = 200.0
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def postprocess(path: Path) -> np.ndarray:
@@ -197,7 +190,7 @@ def test_demo_end_to_end_downloads_the_official_model_once(
     official: FaultyServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "first run"
-    code, stdout, err = run(capsys, "demo", "-o", out, "--engine", "pytorch", "--device", "cpu")
+    code, stdout, err = run_cli(capsys, "demo", "-o", out, "--engine", "pytorch", "--device", "cpu")
     assert code == 0, err
     raw, image, compare = (Path(line) for line in stdout.splitlines())
     assert (raw.name, image.name, compare.name) == ("coffee_dark.dng", "coffee_dark.png", "coffee_dark_compare.jpg")
@@ -214,12 +207,12 @@ def test_demo_end_to_end_downloads_the_official_model_once(
         assert im.format == "JPEG" and im.size[1] >= 400
 
     # again: the files are there, so nothing is replaced without --overwrite
-    code, _, err = run(capsys, "demo", "-o", out)
+    code, _, err = run_cli(capsys, "demo", "-o", out)
     assert code == 1 and "coffee_dark.dng: already exists (use --overwrite" in err
     # with it, offline: the model comes from the cache; another seed is another noise draw
     monkeypatch.setenv("SEEDARK_OFFLINE", "1")
     before = raw.read_bytes()
-    code, _, err = run(capsys, "demo", "-o", out, "--overwrite", "--seed", "5", "-q", "--engine", "pytorch")
+    code, _, err = run_cli(capsys, "demo", "-o", out, "--overwrite", "--seed", "5", "-q", "--engine", "pytorch")
     assert code == 0, err
     assert raw.read_bytes() != before and len(raw.read_bytes()) == len(before)
     assert official.routes[f"/sid/sony/{DATA_NAME}"].full_downloads() == 1
@@ -265,7 +258,7 @@ def test_bad_options_are_refused_before_any_work(
         (("--seed", "-1"), "-1 is not in the range x>=0"),
         (("--tile", "banana"), "tile"),
     ):
-        code, _, err = run(capsys, "demo", "-o", out, *args)
+        code, _, err = run_cli(capsys, "demo", "-o", out, *args)
         assert code == 2 and words in err, err
     with pytest.raises(UsageError, match="needs a number"):
         demo.run_demo(out, ratio="auto", weights=tiny)

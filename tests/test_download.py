@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from helpers.cli import run_cli
 from helpers.httpserver import QUOTA_PAGE, FaultyServer, InternetBlocked, block_internet, clean_environment
 from helpers.registries import LOCAL_DRIVE
 from helpers.tfwriter import write_sid_checkpoint
@@ -402,13 +403,9 @@ def test_the_cli_says_what_failed_first_then_how_to_install_by_hand(
     delays: list[float],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from seedark.cli import main
-
     monkeypatch.setenv("SEEDARK_MIRROR", f"https://{UNRESOLVABLE}/sid")
-    with pytest.raises(SystemExit) as info:
-        main(["models", "download", "sony"])
-    err = capsys.readouterr().err
-    assert info.value.code == 1 and delays == [] and resolver_calls == [UNRESOLVABLE]
+    code, _, err = run_cli(capsys, "models", "download", "sony")
+    assert code == 1 and delays == [] and resolver_calls == [UNRESOLVABLE]
     lines = [line for line in err.splitlines() if line.startswith("seedark: error:")]
     assert lines == [
         "seedark: error: cannot download model 'sony' (model.ckpt.index): "

@@ -13,7 +13,7 @@ from PIL import Image
 
 import seedark
 from helpers.pngread import decode_png
-from helpers.rawgen import write_dng
+from helpers.rawgen import dark_dng, write_dng
 from seedark.errors import RawReadError, UnsupportedSensorError
 from seedark.io.pixels import quantise
 from seedark.models.weights import load_weights
@@ -102,18 +102,16 @@ def test_every_cfa_phase_packs_r_g_b_g(tmp_path: Path, rng: np.random.Generator,
 
 
 def test_unsupported_sensors(tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine) -> None:
-    linear = write_dng(
-        tmp_path / "linear.dng", rng.integers(0, 4000, (32, 32, 3), dtype=np.uint16), photometric="linear"
-    )
+    linear = dark_dng(tmp_path / "linear.dng", rng, (32, 32, 3), (0, 4000), photometric="linear")
     with pytest.raises(UnsupportedSensorError, match="linear"):
         seedark.read_raw(linear)
-    mono = write_dng(tmp_path / "mono.dng", rng.integers(0, 4000, (32, 32), dtype=np.uint16), photometric="mono")
+    mono = dark_dng(tmp_path / "mono.dng", rng, (32, 32), (0, 4000), photometric="mono")
     with pytest.raises(UnsupportedSensorError, match="monochrome"):
         seedark.read_raw(mono)
 
 
 def test_truncated_raw(tmp_path: Path, rng: np.random.Generator) -> None:
-    path = write_dng(tmp_path / "cut.dng", rng.integers(0, 4000, (64, 96), dtype=np.uint16))
+    path = dark_dng(tmp_path / "cut.dng", rng, (64, 96), (0, 4000))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(RawReadError, match="truncated or corrupt") as info:
         seedark.read_raw(path)
@@ -121,7 +119,7 @@ def test_truncated_raw(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 def test_camera_metadata_is_read(tmp_path: Path, rng: np.random.Generator) -> None:
-    path = write_dng(tmp_path / "meta.dng", rng.integers(0, 4000, (32, 32), dtype=np.uint16), iso=12800)
+    path = dark_dng(tmp_path / "meta.dng", rng, (32, 32), (0, 4000), iso=12800)
     cam = seedark.read_raw(path).camera
     assert (cam.make, cam.model, cam.iso) == ("Sony", "ILCE-7SM2", 12800)
     assert cam.exposure_time == pytest.approx(1 / 30)
@@ -136,14 +134,14 @@ def test_empty_file(tmp_path: Path) -> None:
 
 
 def test_white_level_below_black_is_refused(tmp_path: Path, rng: np.random.Generator) -> None:
-    path = write_dng(tmp_path / "w.dng", rng.integers(0, 400, (32, 32), dtype=np.uint16), white_level=400)
+    path = dark_dng(tmp_path / "w.dng", rng, (32, 32), (0, 400), white_level=400)
     with pytest.raises(RawReadError, match="white level 400 is not above the black level 512"):
         seedark.read_raw(path)
 
 
 def test_non_bayer_2x2_pattern(tmp_path: Path, rng: np.random.Generator) -> None:
     odd = np.array([[0, 1], [2, 2]], dtype=np.uint8)  # R G / B B: not a Bayer layout
-    path = write_dng(tmp_path / "rgbb.dng", rng.integers(600, 900, (32, 32), dtype=np.uint16), cfa=odd)
+    path = dark_dng(tmp_path / "rgbb.dng", rng, (32, 32), (600, 900), cfa=odd)
     with pytest.raises(UnsupportedSensorError, match="neither a 2x2 Bayer"):
         seedark.read_raw(path)
 

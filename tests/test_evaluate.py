@@ -5,18 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rawpy
-import torch
 from PIL import Image
 
 import seedark
+from helpers.cli import run_cli
 from helpers.sid_layout import SidLayout, make_sid_dataset
-from seedark.cli import main
 from seedark.errors import DatasetError, UsageError
 from seedark.models.weights import load_weights
 from seedark.training.evaluate import evaluate
@@ -26,18 +24,7 @@ FIXTURE = Path(__file__).parent / "data" / "tf_sony_w4"
 HAND_RATIOS = {"10003_00_0.1s": 100.0, "10003_00_0.04s": 250.0, "10040_00_0.1s": 300.0, "10034_00_0.1s": 100.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # width-4 networks on tiny images: threads only add overhead (and contention on shared CI cores)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> SidLayout:
-    return make_sid_dataset(tmp_path_factory.mktemp("sid"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -127,33 +114,10 @@ def test_usage_errors(layout: SidLayout, engine: seedark.Engine, tmp_path: Path)
         evaluate(tmp_path / "none.txt", engine=engine)
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
 def test_cli_eval(layout: SidLayout, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "eval"
-    code, out, err = run(
-        capsys,
-        "eval",
-        "--data",
-        layout.root,
-        "--list",
-        "Sony_test_list.txt",
-        "--weights",
-        FIXTURE,
-        "--device",
-        "cpu",
-        "--tile",
-        "0",
-        "--out",
-        out_dir,
-        "--limit",
-        "2",
-    )
+    options = ["--weights", FIXTURE, "--device", "cpu", "--tile", "0", "--out", out_dir, "--limit", "2"]
+    code, out, err = run_cli(capsys, "eval", "--data", layout.root, "--list", "Sony_test_list.txt", *options)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("./Sony/short/10003_00_0.1s.ARW  x100  PSNR ")
@@ -164,5 +128,5 @@ def test_cli_eval(layout: SidLayout, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{data['mean']['psnr']:.2f} dB" in out
     assert (out_dir / "results.csv").is_file()
 
-    code, _, err = run(capsys, "eval", "--list", tmp_path / "missing.txt", "--weights", FIXTURE)
+    code, _, err = run_cli(capsys, "eval", "--list", tmp_path / "missing.txt", "--weights", FIXTURE)
     assert code == 1 and "list file not found" in err

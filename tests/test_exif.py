@@ -14,7 +14,7 @@ import tifffile
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
-from helpers.rawgen import write_dng
+from helpers.rawgen import SAMPLE_METADATA, write_dng
 from seedark.io import exifread
 from seedark.io.exifread import read_camera_metadata
 from seedark.io.exifwrite import build_exif, exif_ifd
@@ -25,17 +25,6 @@ from seedark.io.tiff import Ifd, layout_tiff
 from seedark.pipeline.enhance import enhance_file
 
 WEIGHTS = Path(__file__).resolve().parent / "data" / "tf_sony_w4"
-
-FULL = CameraMetadata(
-    make="Sony",
-    model="ILCE-7SM2",
-    lens_model="FE 35mm F2.8 ZA",
-    exposure_time=1 / 30,
-    f_number=2.8,
-    iso=3200,
-    focal_length=35.0,
-    datetime_original="2026:11:25 21:30:00",
-)
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -58,13 +47,13 @@ def _ifd_tags(blob: bytes, offset: int) -> list[int]:
 
 
 def test_build_exif_round_trips_through_the_reader(tmp_path: Path) -> None:
-    blob = build_exif(FULL, "seedark test")
+    blob = build_exif(SAMPLE_METADATA, "seedark test")
     assert blob[:4] == b"II*\x00"
-    assert read_camera_metadata(_write(tmp_path / "x.tif", blob)) == FULL
+    assert read_camera_metadata(_write(tmp_path / "x.tif", blob)) == SAMPLE_METADATA
 
 
 def test_build_exif_layout_and_values() -> None:
-    blob = build_exif(FULL, "seedark 1.0")
+    blob = build_exif(SAMPLE_METADATA, "seedark 1.0")
     ifd0_offset = struct.unpack_from("<I", blob, 4)[0]
     tags0 = _ifd_tags(blob, ifd0_offset)
     assert tags0 == sorted(tags0) == [271, 272, 274, 305, 306, 34665]
@@ -115,7 +104,7 @@ def test_bad_datetime_is_not_written() -> None:
 
 
 def test_exif_ifd_without_color_space() -> None:
-    ifd = exif_ifd(FULL, color_space=None)
+    ifd = exif_ifd(SAMPLE_METADATA, color_space=None)
     assert 40961 not in ifd and 33434 in ifd
 
 
@@ -273,8 +262,8 @@ def test_fuji_raf_reads_the_embedded_jpeg_exif(tmp_path: Path) -> None:
 
 
 def test_plain_jpeg_exif(tmp_path: Path) -> None:
-    path = _write(tmp_path / "x.jpg", _jpeg_with_exif(build_exif(FULL, "s")))
-    assert read_camera_metadata(path) == FULL
+    path = _write(tmp_path / "x.jpg", _jpeg_with_exif(build_exif(SAMPLE_METADATA, "s")))
+    assert read_camera_metadata(path) == SAMPLE_METADATA
 
 
 # --------------------------------------------------------------------------- hostile input
@@ -378,15 +367,15 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 
 
 def test_reader_accepts_str_paths(tmp_path: Path) -> None:
-    path = _write(tmp_path / "x.tif", build_exif(FULL, "s"))
-    assert read_camera_metadata(os.fspath(path)) == FULL
+    path = _write(tmp_path / "x.tif", build_exif(SAMPLE_METADATA, "s"))
+    assert read_camera_metadata(os.fspath(path)) == SAMPLE_METADATA
 
 
 def test_pillow_agrees_on_a_written_jpeg(tmp_path: Path) -> None:
     buf = io.BytesIO()
-    Image.new("RGB", (4, 4)).save(buf, format="JPEG", exif=b"Exif\x00\x00" + build_exif(FULL, "s"))
+    Image.new("RGB", (4, 4)).save(buf, format="JPEG", exif=b"Exif\x00\x00" + build_exif(SAMPLE_METADATA, "s"))
     path = _write(tmp_path / "p.jpg", buf.getvalue())
-    assert read_camera_metadata(path) == FULL
+    assert read_camera_metadata(path) == SAMPLE_METADATA
 
 
 # --------------------------------------------------------------------------- independent writers and readers

@@ -10,8 +10,8 @@ import rawpy
 import torch
 
 import seedark
-from helpers.rawgen import write_dng
-from seedark.cli import main
+from helpers.cli import run_cli
+from helpers.rawgen import dark_dng, write_dng
 from seedark.errors import UnsupportedSensorError
 from seedark.frames.packing import XTRANS_REFERENCE, PackedFrame, amplify, pack_xtrans, xtrans_phase
 from seedark.io.raw import RawFrame
@@ -153,7 +153,7 @@ def test_sensor_and_model_mismatch(
     path, _ = xtrans_dng
     with pytest.raises(UnsupportedSensorError, match=r"X-Trans sensor, but the model takes a Bayer.*--model fuji"):
         seedark.enhance(path, ratio=10, weights=DATA / "tf_sony_w4")
-    bayer = write_dng(tmp_path / "bayer.dng", rng.integers(500, 900, (32, 32), dtype=np.uint16))
+    bayer = dark_dng(tmp_path / "bayer.dng", rng, (32, 32), (500, 900))
     with pytest.raises(UnsupportedSensorError, match=r"Bayer sensor, but the model takes an X-Trans.*--model sony"):
         seedark.enhance(bayer, ratio=10, weights=DATA / "tf_fuji_w4")
 
@@ -169,10 +169,8 @@ def test_xtrans_picks_the_fuji_model(
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("SEEDARK_OFFLINE", "1")
     path, _ = xtrans_dng
-    with pytest.raises(SystemExit) as info:
-        main(["enhance", str(path), "--ratio", "100"])
-    err = capsys.readouterr().err
-    assert info.value.code == 1
+    code, _, err = run_cli(capsys, "enhance", path, "--ratio", "100")
+    assert code == 1
     assert "fuji" in err and "models import fuji" in err
 
 

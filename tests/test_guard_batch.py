@@ -27,13 +27,15 @@ from helpers.batchhelpers import (
     assert_all_gone,
     checking_decoder,
     idle_decoder,
+    interrupted_part_way,
     kind,
     maps_torch,
     nearly_full_pipe,
     wait_for,
 )
+from helpers.cli import child_env
 from helpers.pngread import decode_png
-from helpers.rawgen import write_dng
+from helpers.rawgen import dark_dngs
 from seedark.frames.prepare import Prepared, prepare_file
 from seedark.pipeline.batch import find_inputs, plan_jobs, run_batch
 
@@ -48,16 +50,6 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SEEDARK_HOME", str(tmp_path_factory.mktemp("home")))
         yield
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
-
-
-def shots(folder: Path, names: list[str], rng: np.random.Generator) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        write_dng(folder / name, rng.integers(520, 700, size=SIZE, dtype=np.uint16))
 
 
 def batch_command(*args: object) -> list[str]:
@@ -81,11 +73,13 @@ def start_blocked_batch(tmp_path: Path, rng: np.random.Generator) -> tuple[subpr
     once the first output exists (the decoder process has decoded a file by then).
     """
     src = tmp_path / "in"
-    shots(src, [f"n{i}.dng" for i in range(6)], rng)
+    dark_dngs(src, rng, [f"n{i}.dng" for i in range(6)], size=SIZE)
     out = tmp_path.joinpath(*["o" * 250] * 9)
     read_end, write_end = nearly_full_pipe()
     try:
-        proc = subprocess.Popen(batch_command(src, "-o", out), stdout=subprocess.DEVNULL, stderr=write_end, env=env())
+        proc = subprocess.Popen(
+            batch_command(src, "-o", out), stdout=subprocess.DEVNULL, stderr=write_end, env=child_env()
+        )
     finally:
         os.close(write_end)
     try:
@@ -149,19 +143,14 @@ def test_sigterm_stops_batch_like_ctrl_c(tmp_path: Path, rng: np.random.Generato
             raise
         err = stderr.read().lstrip(b"\0").decode()
     assert proc.wait(timeout=120) == 143, err
-    names = sorted(p.name for p in out.iterdir())
-    done = len(names)
-    assert 1 <= done < 6 and names == [f"n{i}.png" for i in range(done)], (names, err)
-    for name in names:
-        assert decode_png(out / name)[1].shape == (*SIZE, 3)
-    assert f"seedark: converted {done}, skipped 0, failed 0 (interrupted" in err, err
+    interrupted_part_way(out, err, SIZE)
     assert_all_gone(children)
 
 
 def test_decoder_process_imports_no_torch_and_leaves_stopping_to_the_batch(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    shots(tmp_path / "in", ["a.dng", "b.dng"], rng)
+    dark_dngs(tmp_path / "in", rng, ["a.dng", "b.dng"], size=SIZE)
     report = run_batch([tmp_path / "in"], tmp_path / "out", weights=WEIGHTS, decoder=checking_decoder)
     assert not report.failed, report.failed  # checking_decoder says what was wrong
     assert len(report.converted) == 2
@@ -174,7 +163,7 @@ def test_decoder_process_starts_with_stop_signals_blocked() -> None:
         [sys.executable, "-m", "helpers.batchhelpers", "startup-mask"],
         capture_output=True,
         text=True,
-        env=env(),
+        env=child_env(),
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
@@ -219,9 +208,9 @@ def test_ctrl_c_while_the_last_image_is_written(tmp_path: Path, rng: np.random.G
     image (the image is complete, still a hidden temporary). The image is published, the summary
     printed, and no thread is killed mid-file."""
     src, out = tmp_path / "in", tmp_path / "out"
-    shots(src, ["n0.dng", "n1.dng"], rng)
+    dark_dngs(src, rng, ["n0.dng", "n1.dng"], size=SIZE)
     cmd = [sys.executable, "-m", "helpers.batchhelpers", "hold-last", "n1.png", *batch_command(src, "-o", out)[3:]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
     try:
         assert proc.stdout is not None
         # stdout also carries each published path (n0.png may come first); the hook's line says when.
@@ -260,7 +249,7 @@ def test_second_batch_into_the_same_folder_counts_the_others_work_as_done(
     decoded (found before inference), the third's before it was decoded.
     """
     src, out = tmp_path / "in", tmp_path / "out"
-    shots(src, ["a.dng", "b.dng", "c.dng"], rng)
+    dark_dngs(src, rng, ["a.dng", "b.dng", "c.dng"], size=SIZE)
     decoded: list[str] = []
     inferred: list[str] = []
     other: list[subprocess.CompletedProcess[str]] = []
@@ -274,7 +263,7 @@ def test_second_batch_into_the_same_folder_counts_the_others_work_as_done(
     def infer(prepared: Prepared, engine: object, **kw: object) -> object:
         inferred.append(prepared.path.name)
         if not other:
-            other.append(subprocess.run(batch_command(src, "-o", out), capture_output=True, text=True, env=env()))
+            other.append(subprocess.run(batch_command(src, "-o", out), capture_output=True, text=True, env=child_env()))
             stamps.update({p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()})
         return real_infer(prepared, engine, **kw)  # type: ignore[arg-type]
 
@@ -295,7 +284,7 @@ def test_compare_pictures_and_outputs_never_share_a_name(tmp_path: Path, rng: np
     """``x_compare.dng``'s output would be ``x.dng``'s comparison picture (as JPEG): the plan renames it
     like any collision, and a name freed by one rename is never taken by another file."""
     folder = tmp_path / "in"
-    shots(folder, ["IMG.ARW", "IMG.DNG", "IMG_arw.dng", "x.dng", "x_compare.dng"], rng)
+    dark_dngs(folder, rng, ["IMG.ARW", "IMG.DNG", "IMG_arw.dng", "x.dng", "x_compare.dng"], size=SIZE)
     files, _ = find_inputs([folder], recursive=False)
     plain = {s.name: d.name for s, d in plan_jobs(files, None, recursive=False, fmt="jpeg")}
     assert plain == {

@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 import seedark.io.raw as raw_module
-from helpers.rawgen import ifd_entries, write_dng, write_huge_dng
-from seedark.cli import main
+from helpers.cli import child_env, run_cli
+from helpers.rawgen import dark_dng, ifd_entries, write_huge_dng
 from seedark.errors import RawReadError, UsageError
 from seedark.io.exifread import read_camera_metadata
 from seedark.io.exifwrite import build_exif
@@ -37,13 +37,6 @@ WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
 BAD_NAME = os.fsdecode(b"caf\xe9.dng")
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
 def blocks(out: str) -> list[dict[str, str]]:
     """`seedark info` output as one dict of rows per file."""
     return [
@@ -53,8 +46,7 @@ def blocks(out: str) -> list[dict[str, str]]:
 
 
 def shot(path: Path, seed: int = 0, **kw: object) -> Path:
-    mosaic = np.random.default_rng(seed).integers(500, 900, size=(32, 48), dtype=np.uint16)
-    return write_dng(path, mosaic, **kw)  # type: ignore[arg-type]
+    return dark_dng(path, np.random.default_rng(seed), (32, 48), (500, 900), **kw)
 
 
 @pytest.fixture
@@ -67,10 +59,9 @@ def bad_name(tmp_path: Path) -> Path:
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEEDARK_", "LC_", "PYTHONIOENCODING"))}
     # C.UTF-8, as on most servers and containers: Python hands names back byte for byte.
-    env.update(PYTHONPATH=str(ROOT / "src"), SEEDARK_HOME=str(tmp_path / "home"), LC_ALL="C.UTF-8")
-    return env
+    drop = ("SEEDARK_", "LC_", "PYTHONIOENCODING")
+    return child_env(drop=drop, SEEDARK_HOME=str(tmp_path / "home"), LC_ALL="C.UTF-8")
 
 
 def names(folder: Path) -> set[bytes]:
@@ -85,7 +76,7 @@ def test_info_reads_a_non_utf8_name_between_two_others(
 ) -> None:
     a, b = shot(tmp_path / "a.dng"), shot(tmp_path / "b.dng", seed=2)
     # capsys encodes strictly, like a UTF-8 terminal that is not in C.UTF-8: nothing unencodable may reach it
-    code, out, err = run(capsys, "info", a, bad_name, b)
+    code, out, err = run_cli(capsys, "info", a, bad_name, b)
     assert code == 0 and err == ""
     rows = blocks(out)
     assert [r["file"] for r in rows] == [str(a), f"{tmp_path}{os.sep}caf\\xe9.dng", str(b)]
@@ -164,7 +155,7 @@ def hostile(tmp_path: Path) -> Path:
 
 def test_info_prints_no_control_bytes(hostile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     greek = shot(tmp_path / "greek.dng", strings={271: LATIN1_MAKE, 272: UTF8_MODEL})
-    code, out, err = run(capsys, "info", hostile, greek)
+    code, out, err = run_cli(capsys, "info", hostile, greek)
     assert code == 0, err
     assert control_bytes(out) == [] and "\x1b" not in out
     assert not any(line.startswith("FAKE") for line in out.splitlines())
@@ -219,7 +210,7 @@ def test_numbers_no_camera_records_are_unknown(tmp_path: Path, capsys: pytest.Ca
     struct.pack_into("<HHI", data, exposure.at, 33434, 12, 1)
     struct.pack_into("<d", data, exposure.value, 1e-313)
     raw.write_bytes(data)
-    code, out, err = run(capsys, "info", raw)
+    code, out, err = run_cli(capsys, "info", raw)
     assert code == 0, err
     assert blocks(out)[0]["exposure"] == "unknown"
     odd = CameraMetadata(exposure_time=1e-313, f_number=float("inf"), iso=float("nan"), focal_length=-35)  # type: ignore[arg-type]
@@ -301,7 +292,7 @@ def test_the_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_enhance_refuses_before_loading_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     huge = write_huge_dng(tmp_path / "huge.dng", 20000, 25000)
-    code, out, err = run(capsys, "enhance", huge, "--ratio", "5", "--weights", WEIGHTS)
+    code, out, err = run_cli(capsys, "enhance", huge, "--ratio", "5", "--weights", WEIGHTS)
     assert code == 1 and out == ""
     assert (
         err == f"seedark: error: {huge}: image too large: 500 MP (limit 400 MP; set SEEDARK_MAX_PIXELS to raise it)\n"

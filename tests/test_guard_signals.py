@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
+from helpers import cli
 from helpers.httpserver import FaultyServer
-from helpers.rawgen import write_dng
+from helpers.rawgen import dark_dng
 from helpers.sid_layout import make_sid_dataset
 from seedark.cli import signals
 from seedark.models.registry import DATA_NAME, INDEX_NAME
@@ -36,9 +37,7 @@ TERMINATED = "seedark: terminated (SIGTERM); no partial output was left behind"
 
 
 def child_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEEDARK_")}
-    env.update(PYTHONPATH=str(ROOT / "src"), SEEDARK_HOME=str(home), OMP_NUM_THREADS="1", **extra)
-    return env
+    return cli.child_env(drop=("SEEDARK_",), SEEDARK_HOME=str(home), OMP_NUM_THREADS="1", **extra)
 
 
 def _default_signals() -> None:
@@ -163,7 +162,7 @@ def test_an_ignored_signal_stays_ignored() -> None:
 def test_sigterm_during_enhance_exits_143_and_leaves_nothing(
     tmp_path: Path, rng: np.random.Generator, children: list[Child]
 ) -> None:
-    raw = write_dng(tmp_path / "big.dng", rng.integers(500, 900, size=(1000, 1500), dtype=np.uint16))
+    raw = dark_dng(tmp_path / "big.dng", rng, (1000, 1500), (500, 900))
     args: list[object] = ["-v", "enhance", raw, "--ratio", "50", "--weights", WEIGHTS, "--tile", "0"]
     args += ["--engine", "pytorch"]
     child = spawn(children, [*args, "--precision", "fp32"], child_env(tmp_path / "home"))
@@ -203,8 +202,7 @@ def stopped_partway(child: Child) -> None:
 def test_sigterm_in_the_middle_of_a_write_removes_the_temporary(
     tmp_path: Path, rng: np.random.Generator, children: list[Child]
 ) -> None:
-    (tmp_path / "in").mkdir()
-    raw = write_dng(tmp_path / "in" / "night.dng", rng.integers(500, 900, size=(40, 56), dtype=np.uint16))
+    raw = dark_dng(tmp_path / "in" / "night.dng", rng, levels=(500, 900))
     out = tmp_path / "out"
     out.mkdir()
     args: list[object] = [

@@ -21,22 +21,15 @@ import pytest
 import tifffile
 from PIL import Image
 
+from helpers.cli import child_env, run_cli
 from helpers.httpserver import clean_environment
-from helpers.rawgen import write_dng
+from helpers.rawgen import dark_dng
 from seedark import _files
-from seedark.cli import main
 from seedark.pipeline import enhance as enhance_module
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
 DAY = 24 * 3600
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def one_error(err: str) -> str:
@@ -83,8 +76,7 @@ with atomic_output(sys.argv[1]) as fh:
 
 def stopped_writer(final: Path) -> subprocess.Popen[bytes]:
     """A real process in the middle of writing ``final`` (stopped there: the kernel tells us, no clock)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(final)], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(final)], env=child_env())
     _, status = os.waitpid(proc.pid, os.WUNTRACED)
     assert os.WIFSTOPPED(status), "the writer ended instead of stopping"
     return proc
@@ -94,7 +86,7 @@ def stopped_writer(final: Path) -> subprocess.Popen[bytes]:
 def test_a_writer_killed_mid_write_leaves_a_part_that_the_next_run_removes(
     tmp_path: Path, rng: np.random.Generator, home: Path, capsys: pytest.CaptureFixture[str], fresh_sweeps: None
 ) -> None:
-    raw = write_dng(tmp_path / "night.dng", rng.integers(500, 800, size=(40, 56), dtype=np.uint16))
+    raw = dark_dng(tmp_path / "night.dng", rng, levels=(500, 800))
     out = tmp_path / "out"
     out.mkdir()
     killed = stopped_writer(out / "a.png")
@@ -106,7 +98,7 @@ def test_a_writer_killed_mid_write_leaves_a_part_that_the_next_run_removes(
         (live_part,) = (p for p in parts(out) if p.startswith(f".b.png.{alive.pid}-"))
         assert (out / dead_part).stat().st_size == 65536
 
-        code, printed, err = run(capsys, *enhance_args(raw, out / "night.png"))  # the next run into the folder
+        code, printed, err = run_cli(capsys, *enhance_args(raw, out / "night.png"))  # the next run into the folder
         assert code == 0, err
         assert printed.strip() == str(out / "night.png")
         assert parts(out) == [live_part]  # the dead writer's temporary is gone, the live one's kept
@@ -187,8 +179,7 @@ def test_every_kind_of_write_sweeps_its_folder_once(tmp_path: Path, fresh_sweeps
 
 @pytest.fixture
 def shot(tmp_path: Path, rng: np.random.Generator) -> Path:
-    (tmp_path / "in").mkdir()
-    return write_dng(tmp_path / "in" / "night.dng", rng.integers(500, 900, size=(160, 240), dtype=np.uint16))
+    return dark_dng(tmp_path / "in" / "night.dng", rng, (160, 240), (500, 900))
 
 
 def test_compare_is_refused_before_any_work_without_overwrite(
@@ -202,7 +193,7 @@ def test_compare_is_refused_before_any_work_without_overwrite(
         raise AssertionError("decoded although the output was refused")
 
     monkeypatch.setattr(enhance_module, "decode_raw", no_work)
-    code, printed, err = run(capsys, *enhance_args(shot, out / "night.png", "--compare"))
+    code, printed, err = run_cli(capsys, *enhance_args(shot, out / "night.png", "--compare"))
     assert code == 1 and printed == ""
     assert err.strip() == f"seedark: error: {out / 'night_compare.jpg'}: already exists (use --overwrite to replace it)"
     assert sorted(p.name for p in out.iterdir()) == ["night_compare.jpg"]
@@ -215,7 +206,7 @@ def test_compare_is_replaced_with_overwrite(
     out = tmp_path / "out"
     out.mkdir()
     (out / "night_compare.jpg").write_bytes(b"mine")
-    code, _, err = run(capsys, *enhance_args(shot, out / "night.png", "--compare", "--overwrite"))
+    code, _, err = run_cli(capsys, *enhance_args(shot, out / "night.png", "--compare", "--overwrite"))
     assert code == 0, err
     with Image.open(out / "night_compare.jpg") as im:
         assert im.format == "JPEG" and im.size[0] > 2 * 240 and im.size[1] == 160  # before | after
@@ -251,7 +242,7 @@ def reference(shot: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixt
     """The 16-bit TIFF and its comparison picture, written where there is room."""
     out = tmp_path / "reference"
     out.mkdir()
-    assert run(capsys, *enhance_args(shot, out / "night.tif", *TIFF16_COMPARE))[0] == 0
+    assert run_cli(capsys, *enhance_args(shot, out / "night.tif", *TIFF16_COMPARE))[0] == 0
     return out
 
 
@@ -262,7 +253,7 @@ def test_compare_is_written_after_the_image_so_a_full_disk_leaves_neither(
     size = ((reference / "night_compare.jpg").stat().st_size // PAGE + 2) * PAGE
     assert size < (reference / "night.tif").stat().st_size
     full = tmpfs(size)
-    code, printed, err = run(capsys, *enhance_args(shot, full / "night.tif", *TIFF16_COMPARE))
+    code, printed, err = run_cli(capsys, *enhance_args(shot, full / "night.tif", *TIFF16_COMPARE))
     assert code == 1 and printed == ""
     assert one_error(err) == f"seedark: error: {full / 'night.tif'}: cannot write: No space left on device"
     assert list(full.iterdir()) == []  # no image, no comparison, no temporary
@@ -272,7 +263,7 @@ def test_a_failed_comparison_after_the_image_says_the_image_was_written(
     shot: Path, reference: Path, capsys: pytest.CaptureFixture[str], tmpfs: Callable[[int], Path]
 ) -> None:
     disk = tmpfs(((reference / "night.tif").stat().st_size // PAGE + 2) * PAGE)  # the image and one spare page
-    code, printed, err = run(capsys, *enhance_args(shot, disk / "night.tif", *TIFF16_COMPARE))
+    code, printed, err = run_cli(capsys, *enhance_args(shot, disk / "night.tif", *TIFF16_COMPARE))
     assert code == 1 and printed == ""
     assert one_error(err) == (
         f"seedark: error: {disk / 'night_compare.jpg'}: cannot write: No space left on device "
@@ -329,7 +320,7 @@ REASONS = {
 def run_guarded(capsys: pytest.CaptureFixture[str], unblock: Path, *args: object) -> tuple[int, str, str]:
     """:func:`run` in a thread: a command that opened a FIFO would block; then the test fails, not hangs."""
     result: list[tuple[int, str, str]] = []
-    worker = threading.Thread(target=lambda: result.append(run(capsys, *args)))
+    worker = threading.Thread(target=lambda: result.append(run_cli(capsys, *args)))
     worker.start()
     worker.join(timeout=60)
     if worker.is_alive() and unblock.exists():
@@ -362,7 +353,7 @@ def test_importing_a_path_that_does_not_exist_names_that_path(
 ) -> None:
     missing = tmp_path / "nonexistent"
     for name, extra in (("sony", []), ("mine", ["--unverified"])):
-        code, printed, err = run(capsys, "models", "import", name, missing, *extra)
+        code, printed, err = run_cli(capsys, "models", "import", name, missing, *extra)
         assert code == 1 and printed == ""
         assert err.strip() == f"seedark: error: {missing}: no such file or folder"
     models = home / "models"

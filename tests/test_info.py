@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from helpers.cli import run_cli
 from helpers.rawgen import write_dng
-from seedark.cli import main
 
 # Black 1000 and white 11000: the range is exactly 10000 DN, so s DN above black is
 # the level s / 10000.
@@ -23,13 +24,6 @@ BLACK, WHITE = 1000, 11000
 # One 2x2 RGGB cell, DN above black: R 60, G 144, G 144, B 132 (mean 120, level 0.012).
 CELL = np.array([[60, 144], [144, 132]])
 H, W = 48, 64
-
-
-def run_info(capsys: pytest.CaptureFixture[str], *paths: Path) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(["info", *(str(p) for p in paths)])
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def fields(block: str) -> dict[str, str]:
@@ -45,12 +39,14 @@ def cell_mosaic(cell: np.ndarray, black: int | np.ndarray = BLACK) -> np.ndarray
     return (np.tile(cell + black, (H // 2, W // 2))).astype(np.uint16)
 
 
+def cell_dng(path: Path, cell: np.ndarray = CELL, **camera: Any) -> Path:
+    """``cell`` over the whole frame, above black ``BLACK``, white ``WHITE``."""
+    return write_dng(path, cell_mosaic(cell), black_level=BLACK, white_level=WHITE, **camera)
+
+
 def test_prints_the_files_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_dng(
+    path = cell_dng(
         tmp_path / "canon.dng",
-        cell_mosaic(CELL),
-        black_level=BLACK,
-        white_level=WHITE,
         make="Canon",
         model="EOS R6",
         lens_model="RF 50mm F1.2L USM",
@@ -58,7 +54,7 @@ def test_prints_the_files_metadata(tmp_path: Path, capsys: pytest.CaptureFixture
         exposure_time=0.04,
         iso=12800,
     )
-    code, out, err = run_info(capsys, path)
+    code, out, err = run_cli(capsys, "info", path)
     assert code == 0, err
     assert fields(out) == {
         "file": str(path),
@@ -92,8 +88,8 @@ def test_prints_the_files_metadata(tmp_path: Path, capsys: pytest.CaptureFixture
 )
 def test_auto_ratio_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str], scale: float, want: str) -> None:
     cell = np.round(CELL * scale).astype(np.int64)
-    path = write_dng(tmp_path / "flat.dng", cell_mosaic(cell), black_level=BLACK, white_level=WHITE)
-    code, out, err = run_info(capsys, path)
+    path = cell_dng(tmp_path / "flat.dng", cell)
+    code, out, err = run_cli(capsys, "info", path)
     assert code == 0, err
     assert fields(out)["auto ratio"] == f"{want} (range 1-300)"
 
@@ -106,7 +102,7 @@ def test_per_position_black_levels(tmp_path: Path, capsys: pytest.CaptureFixture
     path = write_dng(
         tmp_path / "blacks.dng", cell_mosaic(signal, blacks), black_level=(1000, 1500, 1500, 2000), white_level=WHITE
     )
-    code, out, err = run_info(capsys, path)
+    code, out, err = run_cli(capsys, "info", path)
     assert code == 0, err
     rows = fields(out)
     assert rows["black level"] == "1000, 1500, 2000"
@@ -114,11 +110,8 @@ def test_per_position_black_levels(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_rotated_and_sparse_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_dng(
+    path = cell_dng(
         tmp_path / "acme.dng",
-        cell_mosaic(CELL),
-        black_level=BLACK,
-        white_level=WHITE,
         make="Acme",
         model="Night 3",
         lens_model=None,
@@ -126,7 +119,7 @@ def test_rotated_and_sparse_metadata(tmp_path: Path, capsys: pytest.CaptureFixtu
         iso=None,
         orientation=6,  # 90° clockwise: the output is portrait
     )
-    code, out, err = run_info(capsys, path)
+    code, out, err = run_cli(capsys, "info", path)
     assert code == 0, err
     rows = fields(out)
     assert rows["camera"] == "Acme Night 3"
@@ -140,7 +133,7 @@ def test_rotated_and_sparse_metadata(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_missing_date_is_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_dng(tmp_path / "nodate.dng", cell_mosaic(CELL), datetime_original=None)
-    code, out, err = run_info(capsys, path)
+    code, out, err = run_cli(capsys, "info", path)
     assert code == 0, err
     assert fields(out)["taken"] == "unknown"
 
@@ -158,7 +151,7 @@ def test_exposure_pair(tmp_path: Path, capsys: pytest.CaptureFixture[str], rng: 
         mosaic = np.clip(np.round(signal + black), 0, white).astype(np.uint16)
         return write_dng(tmp_path / name, mosaic, black_level=black, white_level=white, exposure_time=seconds)
 
-    code, out, err = run_info(capsys, capture("long.dng", 10.0), capture("short.dng", 0.1))
+    code, out, err = run_cli(capsys, "info", capture("long.dng", 10.0), capture("short.dng", 0.1))
     assert code == 0, err
     long_block, short_block = out.split("\n\n")
     ratios = {}

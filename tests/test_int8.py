@@ -7,7 +7,6 @@ with random weights, where int8 is only required to stay in the same picture.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 from helpers import rawgen
+from helpers.cli import child_env
 from seedark.errors import DeviceError
 from seedark.frames.packing import amplify, pack
 from seedark.io.raw import read_raw
@@ -27,8 +27,6 @@ from seedark.models.network import NetworkSpec
 from seedark.models.weights import random_weights, save_safetensors
 from seedark.runtime import quantize
 from seedark.runtime.backends import OpenVINOBackend, select_backend
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,7 +92,7 @@ def test_cli_int8_runs_and_says_so_without_telemetry(tmp_path: Path) -> None:
     weights = save_safetensors(random_weights(NetworkSpec(width=8), seed=2), tmp_path / "w8.safetensors")
     mosaic = np.random.default_rng(1).integers(512, 3000, size=(64, 96), dtype=np.uint16)
     dng = rawgen.write_dng(tmp_path / "tiny.dng", mosaic)
-    env = dict(os.environ, HOME=str(home), SEEDARK_HOME=str(tmp_path / "cache"), PYTHONPATH=str(ROOT / "src"))
+    env = child_env(HOME=str(home), SEEDARK_HOME=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "seedark", "enhance", str(dng), "--weights", str(weights), "--ratio", "50"]
     proc = subprocess.run([*cmd, "--precision", "int8", "-o", str(tmp_path / "out.png")], env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr

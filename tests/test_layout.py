@@ -1,4 +1,6 @@
-"""The package's shape (docs/development.md): layers import only downward, functions stay short.
+"""The package's shape (docs/development.md): layers import only downward, no module imports
+itself round a cycle, no module only re-exports another's names, the top level holds the base
+modules alone, and functions stay short.
 
 Read from the source with ``ast``, not by importing, so a lazy or function-level
 import counts as much as a top-level one.
@@ -48,17 +50,20 @@ SEPARATE = {
     ("seedark.downloads", "seedark.models"),
 }
 MAX_FUNCTION_LINES = 80
+#: The modules directly in src/seedark: the package root, the entry point and the base layer.
+#: Everything else lives in a subpackage that says what it owns.
+TOP_LEVEL = {"__init__", "__main__", "_version", "config", "errors", "_files", "_parallel", "progress"}
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
+def _module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((SRC / "seedark").rglob("*.py"))}
+def _modules(src: Path = SRC) -> dict[str, Path]:
+    return {_module_name(p, src): p for p in sorted((src / "seedark").rglob("*.py"))}
 
 
 def _group(module: str) -> tuple[int, str]:
@@ -131,6 +136,168 @@ def test_the_checker_sees_wrong_imports(tmp_path: Path) -> None:
     found = _imports(bad, "seedark.runtime.engine")
     assert found == [(2, "seedark.cli.main"), (3, "seedark.pipeline.batch")]
     assert _group("seedark.cli") > _group("seedark.runtime.engine")
+
+
+# --------------------------------------------------------------------------- planted faults
+
+#: A made-up package with each fault the checks below look for, and near misses that are none.
+PLANTED = {
+    "__init__.py": "",
+    "config.py": "",
+    # cycles: a imports b at the top, b imports a inside a function (still a cycle), c imports a
+    # (no cycle); `from seedark.d import e` names the submodule d.e, so d.e and f import each other
+    "a.py": "from seedark import b\n\nB = b\n",
+    "b.py": "def f():\n    from seedark.a import thing\n",
+    "c.py": "import seedark.a\n\nA = seedark.a\n",
+    "d/__init__.py": "",
+    "d/e.py": "from seedark.f import g\n\nG = g\n",
+    "f.py": "from seedark.d import e\n\nE = e\n",
+    # re-exports: facade and pkg only re-export; the others define, do or export something, or nothing
+    "facade.py": '"""Doc."""\nfrom __future__ import annotations\nfrom seedark.a import f\n__all__ = ["f"]\n',
+    "pkg/__init__.py": "from .x import y, z\n__all__: list[str] = []\n__all__ += ['y']\n",
+    "doc_only/__init__.py": '"""A package with nothing to export."""\n',
+    "defines.py": '"""Doc."""\nfrom seedark.a import f\n\ndef g():\n    return f\n',
+    "aliases.py": "from seedark.a import f\ng = f\n",
+    "lazy/__init__.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from seedark.a import f\n",
+}
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Path:
+    """PLANTED written as src/seedark under tmp_path; returns that src."""
+    for name, text in PLANTED.items():
+        (tmp_path / "seedark" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "seedark" / name).write_text(text)
+    return tmp_path
+
+
+# --------------------------------------------------------------------------- no import cycles
+
+
+def _import_graph(modules: dict[str, Path]) -> dict[str, dict[str, int]]:
+    """module -> {imported module: line of the first such import}, for every seedark import."""
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in modules.items():
+        edges = graph.setdefault(module, {})
+        for line, name in _imports(path, module):
+            target = _resolve(name, modules)
+            if target != module:
+                edges.setdefault(target, line)
+    return graph
+
+
+def _cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The groups of modules that import each other round a cycle (strongly connected), each sorted."""
+    order: dict[str, int] = {}  # Tarjan's algorithm: depth-first order, and the lowest order reachable
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for target in graph.get(module, {}):
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            group = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in order:
+            visit(module)
+    return sorted(found)
+
+
+def _describe_cycle(group: list[str], graph: dict[str, dict[str, int]], modules: dict[str, Path]) -> str:
+    edges = [
+        f"  {modules[a].relative_to(SRC)}:{line} imports {b}"
+        for a in group
+        for b, line in graph[a].items()
+        if b in group
+    ]
+    return " <-> ".join(group) + "\n" + "\n".join(sorted(edges))
+
+
+def test_no_import_cycles() -> None:
+    modules = _modules()
+    graph = _import_graph(modules)
+    cycles = [_describe_cycle(group, graph, modules) for group in _cycles(graph)]
+    assert not cycles, "modules that import each other (move what both need below them):\n" + "\n".join(cycles)
+
+
+def test_the_checker_sees_a_cycle(planted: Path) -> None:
+    graph = _import_graph(_modules(planted))
+    assert graph["seedark.c"] == {"seedark.a": 1} and graph["seedark.f"] == {"seedark.d.e": 1}
+    assert _cycles(graph) == [["seedark.a", "seedark.b"], ["seedark.d.e", "seedark.f"]]
+
+
+# --------------------------------------------------------------------------- no re-export modules
+
+
+def _only_reexports(path: Path) -> bool:
+    """Whether the module imports names and does nothing else: no definition, no statement of its own.
+
+    Its docstring, ``from __future__`` and ``__all__`` count as nothing; a module with nothing
+    but a docstring re-exports nothing.
+    """
+    body = ast.parse(path.read_text(), str(path)).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    body = [node for node in body if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+    imports = [node for node in body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    rest = [node for node in body if node not in imports and not _sets_all(node)]
+    return bool(imports) and not rest
+
+
+def _sets_all(node: ast.stmt) -> bool:
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    else:
+        return False
+    return any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+
+
+def test_no_module_only_reexports() -> None:
+    # the package root is the one facade: lazy, so that `import seedark` loads nothing heavy
+    shims = [
+        str(path.relative_to(SRC))
+        for module, path in _modules().items()
+        if module != "seedark" and _only_reexports(path)
+    ]
+    assert not shims, "modules that only re-export (import from the module that defines the name):\n" + "\n".join(shims)
+
+
+def test_the_checker_sees_a_reexport(planted: Path) -> None:
+    found = [module for module, path in _modules(planted).items() if _only_reexports(path)]
+    assert found == ["seedark.facade", "seedark.pkg"]
+
+
+# --------------------------------------------------------------------------- the top level
+
+
+def _stray_top_level(src: Path = SRC) -> list[str]:
+    """The modules directly in src/seedark that are not in TOP_LEVEL (subpackages are fine)."""
+    return sorted(p.name for p in (src / "seedark").glob("*.py") if p.stem not in TOP_LEVEL)
+
+
+def test_top_level_holds_only_the_base_modules() -> None:
+    stray = _stray_top_level()
+    assert not stray, f"move into the subpackage that owns them (and docs/development.md): {stray}"
+
+
+def test_the_checker_sees_a_stray_top_level_module(planted: Path) -> None:
+    assert _stray_top_level(planted) == ["a.py", "aliases.py", "b.py", "c.py", "defines.py", "f.py", "facade.py"]
+
+
+# --------------------------------------------------------------------------- short functions
 
 
 def _long_functions(path: Path) -> list[str]:

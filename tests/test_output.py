@@ -21,8 +21,9 @@ import rawpy
 import tifffile
 from PIL import Image, JpegImagePlugin
 
+from helpers.cli import child_env
 from helpers.pngread import decode_png
-from helpers.rawgen import quadrant_mosaic, write_dng
+from helpers.rawgen import SAMPLE_METADATA, dark_dng, quadrant_mosaic, write_dng
 from seedark import _parallel
 from seedark.errors import OutputError, UsageError
 from seedark.io import image as output
@@ -35,16 +36,6 @@ from seedark.io.pixels import apply_orientation, quantise
 from seedark.io.png import adler32_combine
 from seedark.io.tiff import Ifd, LazyChunk, layout_tiff
 
-META = CameraMetadata(
-    make="Sony",
-    model="ILCE-7SM2",
-    lens_model="FE 35mm F2.8 ZA",
-    exposure_time=1 / 30,
-    f_number=2.8,
-    iso=3200,
-    focal_length=35.0,
-    datetime_original="2026:11:25 21:30:00",
-)
 EXT = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}
 FORMAT_BITS = [("png", 8), ("png", 16), ("tiff", 8), ("tiff", 16), ("jpeg", 8)]
 
@@ -55,7 +46,7 @@ def image(rng: np.random.Generator) -> np.ndarray:
 
 
 def _write(folder: Path, img: np.ndarray, fmt: str, bits: int, **kw: Any) -> Path:
-    kw.setdefault("metadata", META)
+    kw.setdefault("metadata", SAMPLE_METADATA)
     kw.setdefault("software", "seedark test")
     return write_image(folder / f"out{EXT[fmt]}", img, fmt=fmt, bits=bits, **kw)
 
@@ -301,7 +292,7 @@ def test_tiff_round_trip(tmp_path: Path, image: np.ndarray, bits: int, compressi
         exif = tags["ExifTag"].value
         assert exif["ExposureTime"] == (1, 30) and exif["ISOSpeedRatings"] == 3200
         assert exif["LensModel"] == "FE 35mm F2.8 ZA" and exif["ColorSpace"] == 1
-    assert read_camera_metadata(path) == META
+    assert read_camera_metadata(path) == SAMPLE_METADATA
     with Image.open(path) as im:  # a second, independent reader (libtiff)
         assert im.info["compression"] == ("tiff_adobe_deflate" if compression is None else "raw")
         # Pillow reads 16-bit RGB as 8 bits: the high byte of each sample
@@ -354,7 +345,7 @@ def test_jpeg_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
         assert exif[271] == "Sony" and exif.get_ifd(0x8769)[42036] == "FE 35mm F2.8 ZA"
         diff = np.abs(np.asarray(im).astype(int) - quantise(img, 8).astype(int))
     assert diff.mean() < 1.0 and diff.max() <= 8
-    assert read_camera_metadata(path) == META
+    assert read_camera_metadata(path) == SAMPLE_METADATA
 
 
 def test_jpeg_16_bits_is_a_usage_error(tmp_path: Path, image: np.ndarray) -> None:
@@ -572,11 +563,11 @@ def test_unwritable_folder(image: np.ndarray, shared_dir: Path, how: str) -> Non
     allowed = shared_dir / "mine"
     allowed.mkdir()
     os.chown(allowed, NOBODY, NOBODY)
-    raw = write_dng(shared_dir / "in.dng", np.random.default_rng(3).integers(520, 700, (16, 24), dtype=np.uint16))
+    raw = dark_dng(shared_dir / "in.dng", np.random.default_rng(3), (16, 24))
     raw.chmod(0o644)
     weights = Path(__file__).resolve().parent / "data" / "tf_sony_w4"
     cmd = [sys.executable, "-c", AS_NOBODY, how, str(denied), str(allowed), str(raw), str(weights)]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HOME=str(shared_dir))
+    env = child_env(HOME=str(shared_dir))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.stdout.strip(), proc.stderr
     report = json.loads(proc.stdout.splitlines()[0])

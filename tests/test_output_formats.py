@@ -23,8 +23,8 @@ import tifffile
 from PIL import Image, ImageCms
 
 import seedark
-from helpers.rawgen import write_dng
-from seedark.cli import main
+from helpers.cli import run_cli
+from helpers.rawgen import dark_dng
 from seedark.errors import OutputError, UsageError
 from seedark.io import image as output
 from seedark.io.image import srgb_icc_profile, write_image
@@ -172,17 +172,15 @@ def test_settings_for_another_format_are_usage_errors(
 def test_cli_usage_errors(
     tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    shot = write_dng(tmp_path / "night.dng", rng.integers(500, 800, size=(8, 8), dtype=np.uint16))
-    with pytest.raises(SystemExit) as info:
-        main(["enhance", str(shot), "--weights", str(FIXTURE), *(a.format(tmp=tmp_path) for a in args)])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
+    shot = dark_dng(tmp_path / "night.dng", rng, (8, 8), (500, 800))
+    code, _, err = run_cli(capsys, "enhance", shot, "--weights", FIXTURE, *(a.format(tmp=tmp_path) for a in args))
+    assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == ["night.dng"]
 
 
 def test_batch_checks_the_settings_before_any_work(tmp_path: Path, rng: np.random.Generator) -> None:
-    write_dng(tmp_path / "night.dng", rng.integers(500, 800, size=(8, 8), dtype=np.uint16))
+    dark_dng(tmp_path / "night.dng", rng, (8, 8), (500, 800))
     with pytest.raises(UsageError, match="--compression is for TIFF only"):
         seedark.run_batch([tmp_path], fmt="jpeg", compression="none", weights=FIXTURE)
     with pytest.raises(UsageError, match="add --compare"):
@@ -235,7 +233,7 @@ def test_srgb_profile_is_reproducible_and_srgb() -> None:
 @pytest.mark.parametrize("name", ["out.png", "out.tif", "out.jpg"])
 def test_two_runs_write_the_same_bytes(tmp_path: Path, rng: np.random.Generator, name: str) -> None:
     engine = seedark.Engine(load_weights(FIXTURE), device="cpu", precision="fp32")
-    shot = write_dng(tmp_path / "night.dng", rng.integers(500, 900, size=(36, 52), dtype=np.uint16), orientation=6)
+    shot = dark_dng(tmp_path / "night.dng", rng, (36, 52), (500, 900), orientation=6)
     runs = []
     for run in ("a", "b"):
         srgb_icc_profile.cache_clear()  # each run makes its profile, as a new process would

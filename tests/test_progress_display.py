@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import pty
 import re
@@ -26,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers.httpserver import FaultyServer, block_internet, clean_environment
-from helpers.rawgen import write_dng
-from helpers.registries import add_model
+from helpers.cli import child_env
+from helpers.httpserver import FaultyServer, block_internet, clean_environment, published_model
+from helpers.rawgen import dark_dngs
 from helpers.tfwriter import write_sid_checkpoint
 from seedark.cli import main
 from seedark.cli.display import Progress, write_line
 from seedark.downloads import fetch
 from seedark.models.network import NetworkSpec
-from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
+from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
@@ -91,10 +90,7 @@ def terminal() -> Iterator[tuple[int, list[bytes]]]:
 
 
 def shots(folder: Path, rng: np.random.Generator, count: int) -> Path:
-    folder.mkdir(parents=True)
-    for i in range(count):
-        write_dng(folder / f"n{i}.dng", rng.integers(520, 700, size=(40, 56), dtype=np.uint16))
-    return folder
+    return dark_dngs(folder, rng, [f"n{i}.dng" for i in range(count)])
 
 
 def batch_command(src: Path, out: Path, *extra: str) -> list[str]:
@@ -102,7 +98,7 @@ def batch_command(src: Path, out: Path, *extra: str) -> list[str]:
 
 
 def command_env(home: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SEEDARK_HOME": str(home), "COLUMNS": "150"}
+    return child_env(SEEDARK_HOME=str(home), COLUMNS="150")
 
 
 def test_log_lines_are_printed_above_the_batch_bar_not_on_it(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -164,21 +160,7 @@ def local_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FaultyS
     ckpt = tmp_path / "ckpt"
     write_sid_checkpoint(ckpt / "model.ckpt", NetworkSpec(width=4), seed=7)
     index, data = (ckpt / INDEX_NAME).read_bytes(), (ckpt / DATA_NAME).read_bytes()
-    server.add(f"/m/{INDEX_NAME}", index)
-    server.add(f"/m/{DATA_NAME}", data, chunk_size=65536, chunk_delay=0.02)
-    record = ModelRecord(
-        name="tinytest",
-        description="test fixture",
-        licence="MIT",
-        packing="bayer",
-        sensor="test",
-        files=(
-            SourceFile(INDEX_NAME, (server.url(f"/m/{INDEX_NAME}"),), hashlib.sha256(index).hexdigest(), len(index)),
-            SourceFile(DATA_NAME, (server.url(f"/m/{DATA_NAME}"),), None, len(data)),
-        ),
-        homepage="http://127.0.0.1/",
-    )
-    yield add_model(monkeypatch, record)
+    yield published_model(monkeypatch, server, "tinytest", index, data, chunk_size=65536, chunk_delay=0.02)
 
 
 def run_on_terminal(*args: str) -> tuple[int, list[str]]:

@@ -20,10 +20,18 @@ import platformdirs
 import pytest
 import torch
 
-from helpers.httpserver import QUOTA_PAGE, FaultyServer, Route, block_internet, clean_environment
+from helpers.cli import child_env, run_cli
+from helpers.httpserver import (
+    QUOTA_PAGE,
+    FaultyServer,
+    Route,
+    block_internet,
+    clean_environment,
+    model_record,
+    published_model,
+)
 from helpers.registries import add_model, serve_drive_locally
 from helpers.tfwriter import write_checkpoint, write_sid_checkpoint
-from seedark.cli import main
 from seedark.downloads import fetch
 from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import cache as store
@@ -38,7 +46,7 @@ from seedark.models.cache import (
     remove_model,
 )
 from seedark.models.network import NetworkSpec
-from seedark.models.registry import DATA_NAME, INDEX_NAME, MODELS, ModelRecord, SourceFile
+from seedark.models.registry import DATA_NAME, INDEX_NAME, MODELS, ModelRecord
 from seedark.models.tfcheckpoint import expected_data_size, read_checkpoint, read_index
 from seedark.models.weights import LoadedWeights, save_safetensors
 
@@ -84,30 +92,12 @@ def record_for(
     server: FaultyServer, ckpt: Checkpoint, name: str = "fixture", data_path: str | None = None
 ) -> ModelRecord:
     """A registry entry pinning the fixture's own facts, its sources on the local server."""
-    return ModelRecord(
-        name=name,
-        description="test fixture (random width-4 network)",
-        licence="MIT",
-        packing="bayer",
-        sensor="test",
-        files=(
-            SourceFile(
-                INDEX_NAME,
-                (server.url(f"/{name}/{INDEX_NAME}"),),
-                hashlib.sha256(ckpt.index).hexdigest(),
-                len(ckpt.index),
-            ),
-            SourceFile(DATA_NAME, (server.url(data_path or f"/{name}/{DATA_NAME}"),), None, len(ckpt.data)),
-        ),
-        homepage="http://127.0.0.1/",
-    )
+    return model_record(server, name, ckpt.index, ckpt.data, data_path=data_path)
 
 
 @pytest.fixture
 def fixture_model(server: FaultyServer, ckpt: Checkpoint, monkeypatch: pytest.MonkeyPatch) -> ModelRecord:
-    server.add(f"/fixture/{INDEX_NAME}", ckpt.index)
-    server.add(f"/fixture/{DATA_NAME}", ckpt.data)
-    return add_model(monkeypatch, record_for(server, ckpt))
+    return published_model(monkeypatch, server, "fixture", ckpt.index, ckpt.data)
 
 
 def index_route(server: FaultyServer) -> Route:
@@ -411,10 +401,9 @@ def test_import_on_a_full_disk_is_one_line_and_leaves_nothing(
 ) -> None:
     home = tmp_path / "home"
     with tmpfs(home, 256 << 10):  # the converted width-4 model takes 0.5 MB
-        with pytest.raises(SystemExit) as info:
-            main(["models", "import", "mine", str(ckpt.dir), "--unverified"])
-        assert info.value.code == 1
-        assert capsys.readouterr().err == f"seedark: error: {home / 'models' / 'mine'}: {DISK_FULL}\n"
+        code, _, err = run_cli(capsys, "models", "import", "mine", ckpt.dir, "--unverified")
+        assert code == 1
+        assert err == f"seedark: error: {home / 'models' / 'mine'}: {DISK_FULL}\n"
         assert everything(home) == ["models", "models/mine.lock"]  # the lock file is kept, as always
 
 
@@ -705,7 +694,7 @@ def test_two_processes_download_once(server: FaultyServer, ckpt: Checkpoint, tmp
         "homepage": record.homepage,
         "files": [{"name": f.name, "urls": list(f.urls), "sha256": f.sha256, "size": f.size} for f in record.files],
     }
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), SEEDARK_HOME=str(tmp_path / "home"))
+    env = child_env(SEEDARK_HOME=str(tmp_path / "home"))
     cmd = [sys.executable, "-c", CHILD, json.dumps(spec)]
     pipes = {"env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     first = subprocess.Popen(cmd, **pipes)  # type: ignore[call-overload]

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.cli import run_cli
 from helpers.tfwriter import entry_proto, sid_tf_tensors, write_checkpoint
-from seedark.cli import main
 from seedark.errors import WeightsError
 from seedark.models.network import NetworkSpec
 from seedark.models.tfcheckpoint import (
@@ -211,10 +211,8 @@ def test_crafted_index_through_the_cli_is_one_line_and_caches_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
-    with pytest.raises(SystemExit) as info:
-        main(["models", "import", "mine", str(crafted[case]), "--unverified"])
-    err = capsys.readouterr().err
-    assert info.value.code == 1
+    code, _, err = run_cli(capsys, "models", "import", "mine", crafted[case], "--unverified")
+    assert code == 1
     assert err.startswith("seedark: error: ") and CRAFTED[case][1] in err and err.count("\n") == 1
     assert not (tmp_path / "home" / "models" / "mine").exists()
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.peakmem import run_measuring
 from seedark.models.network import NetworkSpec
 from seedark.models.weights import random_weights
 from seedark.runtime.engine import Engine, parse_tile
@@ -73,9 +70,7 @@ def test_parse_tile_rejects(bad: object) -> None:
 # Runs in a fresh process: a width-4 network over a 1280 x 1280 Bayer frame (640 x 640
 # packed) with 8-bit output, as `enhance` runs it (a PackedFrame), while free memory is
 # reported as argv[1] bytes. Prints how far the peak RSS rose above the RSS just before
-# each run: first with --tile auto, then the whole frame at once. The peak is this
-# process's own VmHWM: ru_maxrss (RUSAGE_SELF or RUSAGE_CHILDREN) would not do, as Linux
-# carries the parent's peak over into a child across fork/exec.
+# each run (helpers/peakmem.py): first with --tile auto, then the whole frame at once.
 MEASURE = r"""
 import json, sys
 from pathlib import Path
@@ -86,13 +81,7 @@ from seedark.models.network import NetworkSpec
 from seedark.frames.packing import PackedFrame
 from seedark.io.raw import RawFrame
 from seedark.models.weights import random_weights
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
+from helpers.peakmem import grown_since, reset_peak
 
 torch.set_num_threads(2)  # per-thread scratch memory must not depend on the machine
 engine = Engine(random_weights(NetworkSpec(width=4), seed=1), device="cpu", precision="fp32", backend="pytorch")
@@ -104,14 +93,9 @@ def frame(m):
 engine.run(frame(mosaic[:128, :128].copy()), tile=0, bits=8)  # one-off allocations happen here, not below
 result = {}
 for name, tile in (("auto", None), ("whole", 0)):  # auto first, should VmHWM not be resettable here
-    base = status("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM := VmRSS
-    except OSError:
-        pass
+    base = reset_peak()
     out = engine.run(frame(mosaic), tile=tile, bits=8)
-    grown = status("VmHWM") - base
+    grown = grown_since(base)
     tiles = len(engine.plan(640, 640, tile, bits=8, held_input=False).tiles)
     result[name] = {"grown": grown, "output": out.nbytes, "tiles": tiles}
     del out
@@ -132,12 +116,7 @@ def test_auto_tiles_keep_the_measured_peak_within_the_budget() -> None:
     in all for auto (4 tiles), 69-82 MB for the whole frame, so the bound (52.9 MB) separates them.
     """
     budget = 32_000_000
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(2 * budget)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout)
+    got = run_measuring(MEASURE, str(2 * budget), timeout=300)
     auto, whole = got["auto"], got["whole"]
     assert auto["output"] == whole["output"] == 1280 * 1280 * 3
     bound = budget + budget // 2 + auto["output"]

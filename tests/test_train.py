@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import torch
 from PIL import Image
 
 import seedark
+from helpers.cli import child_env, run_cli
 from helpers.sid_layout import SidLayout, make_sid_dataset
-from seedark.cli import main
 from seedark.errors import SeedarkError, TrainingError, UsageError
 from seedark.models.network import NetworkSpec
 from seedark.models.weights import load_weights, random_weights, save_safetensors
@@ -27,21 +25,7 @@ from seedark.training.config import TrainConfig
 from seedark.training.distributed import EpochSampler
 from seedark.training.loop import TrainStatus, train
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # width-4 networks on 16x16 patches: threads only add overhead (and contention on shared CI cores)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> SidLayout:
-    return make_sid_dataset(tmp_path_factory.mktemp("sid"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(layout: SidLayout, out: Path, **changes: object) -> TrainConfig:
@@ -222,44 +206,14 @@ def test_export_imports_and_enhances(layout: SidLayout, tmp_path: Path, monkeypa
     np.testing.assert_array_equal(by_name, by_path)
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
 def test_cli_train_resume_import_eval(
     layout: SidLayout, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SEEDARK_OFFLINE", "1")
-    common = [
-        "--data",
-        layout.root,
-        "--list",
-        "Sony_train_list.txt",
-        "--val-list",
-        "Sony_val_list.txt",
-        "--out",
-        tmp_path / "run",
-        "--width",
-        "4",
-        "--patch",
-        "16",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--save-every",
-        "1",
-        "--val-every",
-        "2",
-        "--log-every",
-        "1",
-        "--seed",
-        "7",
-    ]
+    common: list[object] = ["--data", layout.root, "--list", "Sony_train_list.txt", "--val-list", "Sony_val_list.txt"]
+    common += ["--out", tmp_path / "run", "--width", "4", "--patch", "16", "--workers", "0", "--device", "cpu"]
+    common += ["--save-every", "1", "--val-every", "2", "--log-every", "1", "--seed", "7"]
     code, out, err = run_cli(capsys, "train", *common, "--epochs", "1")
     assert code == 0, err
     assert out.strip() == str(tmp_path / "run" / "model.safetensors")
@@ -273,20 +227,8 @@ def test_cli_train_resume_import_eval(
 
     code, out, err = run_cli(capsys, "models", "import", "mine", tmp_path / "run" / "model.safetensors", "--unverified")
     assert code == 0, err
-    code, out, err = run_cli(
-        capsys,
-        "eval",
-        "--data",
-        layout.root,
-        "--list",
-        "Sony_test_list.txt",
-        "--model",
-        "mine",
-        "--device",
-        "cpu",
-        "--out",
-        tmp_path / "eval",
-    )
+    evaluated = ["--list", "Sony_test_list.txt", "--model", "mine", "--device", "cpu", "--out", tmp_path / "eval"]
+    code, out, err = run_cli(capsys, "eval", "--data", layout.root, *evaluated)
     assert code == 0, err
     data = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert data["model"] == "mine" and data["count"] == 3
@@ -296,46 +238,16 @@ def test_cli_train_resume_import_eval(
 
 
 def _ddp_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return child_env(drop=("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"), OMP_NUM_THREADS="1")
 
 
 @pytest.mark.slow  # two fresh Python processes importing torch: 8-13 s on 2 cores
 def test_torchrun_two_cpu_processes(layout: SidLayout, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "seedark",
-        "train",
-        "--data",
-        str(layout.root),
-        "--list",
-        "Sony_train_list.txt",
-        "--out",
-        str(out),
-        "--width",
-        "4",
-        "--patch",
-        "16",
-        "--epochs",
-        "2",
-        "--workers",
-        "0",
-        "--device",
-        "cpu",
-        "--save-every",
-        "1",
-        "--log-every",
-        "1",
-    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "seedark"]
+    command += ["train", "--data", str(layout.root), "--list", "Sony_train_list.txt", "--out", str(out), "--width", "4"]
+    command += ["--patch", "16", "--epochs", "2", "--workers", "0", "--device", "cpu", "--save-every", "1"]
+    command += ["--log-every", "1"]
     done = subprocess.run(command, capture_output=True, text=True, env=_ddp_env(), timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     # 3 references over 2 processes: 2 steps per epoch each, one log line per epoch (rank 0 only)

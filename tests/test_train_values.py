@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import pytest
 import torch
 from scipy import stats
 
+from helpers.cli import child_env
 from helpers.sid_layout import SidLayout, make_sid_dataset
 from seedark.models.network import NetworkSpec, SIDUNet
 from seedark.models.weights import load_weights, random_weights, save_safetensors
@@ -33,24 +32,11 @@ from seedark.training.initial import init_official
 from seedark.training.loop import TrainStatus, train
 from seedark.training.samples import TrainingSet
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # TF's tf.train.AdamOptimizer defaults, which the official train_Sony.py uses (and torch's Adam shares).
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # width-4 networks on 16x16 patches: threads only add overhead
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def layout(tmp_path_factory: pytest.TempPathFactory) -> SidLayout:
-    return make_sid_dataset(tmp_path_factory.mktemp("sid"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(out: Path, train_list: Path, **changes: object) -> TrainConfig:
@@ -277,10 +263,7 @@ def test_keep_every_keeps_multiples_and_the_newest(
 
 
 def _ddp_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return child_env(drop=("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"), OMP_NUM_THREADS="1")
 
 
 @pytest.mark.slow  # two fresh Python processes importing torch under torchrun: ~10 s on 2 cores

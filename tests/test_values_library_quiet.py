@@ -16,7 +16,7 @@ import pytest
 
 import seedark
 from helpers.httpserver import block_internet, clean_environment
-from helpers.rawgen import write_dng
+from helpers.rawgen import dark_dng
 from seedark.errors import DeviceError, OutputError, RawReadError, SeedarkError, UsageError, WeightsError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "seedark"
@@ -89,7 +89,7 @@ def test_library_calls_print_nothing_and_raise_seedark_errors(
 
     shots = tmp_path / "shots"
     shots.mkdir()
-    dng = write_dng(shots / "a.dng", rng.integers(500, 900, size=(40, 54), dtype=np.uint16), orientation=6)
+    dng = dark_dng(shots / "a.dng", rng, (40, 54), (500, 900), orientation=6)
     (shots / "b.dng").write_bytes(b"not a raw file\n" * 10)  # fails inside the batch
     progress: list[tuple[int, int]] = []
 
@@ -130,7 +130,7 @@ def test_library_calls_print_nothing_and_raise_seedark_errors(
 def test_libraw_complaints_become_the_error_not_output(
     tmp_path: Path, rng: np.random.Generator, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    truncated = write_dng(tmp_path / "cut.dng", rng.integers(500, 900, size=(64, 96), dtype=np.uint16))
+    truncated = dark_dng(tmp_path / "cut.dng", rng, (64, 96), (500, 900))
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # LibRaw complains on fd 2
     error = _raises(lambda: seedark.read_raw(truncated), RawReadError)
     out, err = capfd.readouterr()

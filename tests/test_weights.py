@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from helpers.peakmem import run_measuring
 from helpers.tfwriter import entry_proto, sid_tf_tensors, write_checkpoint
 from seedark.errors import WeightsError
 from seedark.models.network import NetworkSpec
@@ -133,41 +132,26 @@ def small_state() -> dict[str, torch.Tensor]:
     return dict(random_weights(NetworkSpec(width=4), seed=2).state)
 
 
-# One child process per file, so that its peak memory is its own: VmHWM, reset just before the load
-# (ru_maxrss would carry over the parent's peak across fork/exec).
+# One child process per file, so that its peak memory is its own, reset just before the load
+# (helpers/peakmem.py).
 MEASURE = r"""
 import json, sys
 from seedark.errors import WeightsError
 from seedark.models.weights import load_weights
+from helpers.peakmem import grown_since, reset_peak
 
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-
-base = status("VmRSS")
-try:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS
-except OSError:
-    pass
+base = reset_peak()
 try:
     load_weights(sys.argv[1])
     reason = None
 except WeightsError as exc:
     reason = str(exc)
-print(json.dumps({"grown": status("VmHWM") - base, "error": reason}))
+print(json.dumps({"grown": grown_since(base), "error": reason}))
 """
 
 
 def peak_while_loading(path: Path) -> dict[str, object]:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.splitlines()[-1])
+    return run_measuring(MEASURE, str(path), timeout=120)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")

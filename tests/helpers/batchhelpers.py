@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from helpers.pngread import decode_png
 from seedark.frames.prepare import Prepared, decoder_started, prepare_file
 
 #: The signals blocked when this module was imported: in a decoder process started from
@@ -126,6 +127,19 @@ def kind(process: psutil.Process) -> str:
     except psutil.Error:  # ended meanwhile (or a zombie): a short-lived helper of some library
         return "other"
     return "resource_tracker" if "resource_tracker" in line else "decoder" if "spawn_main" in line else "other"
+
+
+def interrupted_part_way(out: Path, err: str, size: tuple[int, int], total: int = 6) -> list[str]:
+    """Checks a batch of n0.dng... interrupted part way: the files done are complete and published
+    under their final names, the others absent (no hidden temporary, no partial image), and the
+    summary counts them. Returns the names done."""
+    names = sorted(p.name for p in out.iterdir())
+    done = len(names)
+    assert 1 <= done < total and names == [f"n{i}.png" for i in range(done)], (names, err)
+    for name in names:
+        assert decode_png(out / name)[1].shape == (*size, 3)
+    assert f"seedark: converted {done}, skipped 0, failed 0 (interrupted" in err, err
+    return names
 
 
 def maps_torch(process: psutil.Process) -> bool:

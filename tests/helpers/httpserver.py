@@ -8,6 +8,7 @@ what the client did (e.g. that a second process did not download again).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import secrets
 import socket
@@ -22,6 +23,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from helpers.registries import add_model
+from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord, SourceFile
 
 
 @dataclass
@@ -331,3 +335,52 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+# --------------------------------------------------------------------------- models on the server
+
+FIXTURE_DESCRIPTION = "test fixture (random width-4 network)"
+
+
+def model_record(
+    server: FaultyServer,
+    name: str,
+    index: bytes,
+    data: bytes,
+    *,
+    description: str = FIXTURE_DESCRIPTION,
+    data_path: str | None = None,
+) -> ModelRecord:
+    """A registry entry for a TF checkpoint whose files are on ``server`` at /NAME/FILE (the data
+    file at ``data_path`` if given): the index pinned by its SHA-256, both files by their sizes."""
+    return ModelRecord(
+        name=name,
+        description=description,
+        licence="MIT",
+        packing="bayer",
+        sensor="test",
+        files=(
+            SourceFile(
+                INDEX_NAME, (server.url(f"/{name}/{INDEX_NAME}"),), hashlib.sha256(index).hexdigest(), len(index)
+            ),
+            SourceFile(DATA_NAME, (server.url(data_path or f"/{name}/{DATA_NAME}"),), None, len(data)),
+        ),
+        homepage="http://127.0.0.1/",
+    )
+
+
+def published_model(
+    monkeypatch: pytest.MonkeyPatch,
+    server: FaultyServer,
+    name: str,
+    index: bytes,
+    data: bytes,
+    *,
+    description: str = FIXTURE_DESCRIPTION,
+    **data_route: Any,
+) -> ModelRecord:
+    """The checkpoint's two files on ``server`` (the data file's route with ``data_route``'s options),
+    registered as the model ``name`` for this test (``monkeypatch`` undoes it)."""
+    server.add(f"/{name}/{INDEX_NAME}", index)
+    server.add(f"/{name}/{DATA_NAME}", data, **data_route)
+    return add_model(monkeypatch, model_record(server, name, index, data, description=description))

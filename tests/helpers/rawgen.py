@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from seedark.io.dng import A7S2_COLOR_MATRIX, CFA_PATTERNS, Photometric, cfa_array, dng_layout
-from seedark.io.metadata import CameraMetadata, ExifTag
+from seedark.io.metadata import CameraMetadata
 
 # A Fujifilm X-Trans layout (6x6, colour indices as above).
 XTRANS_PATTERN = np.array(
@@ -40,6 +41,19 @@ _STRIP_BYTE_COUNTS = 279
 _EXIF_IFD = 34665
 
 
+#: The shot :func:`write_dng` records unless told otherwise: a Sony a7S II at night.
+SAMPLE_METADATA = CameraMetadata(
+    make="Sony",
+    model="ILCE-7SM2",
+    lens_model="FE 35mm F2.8 ZA",
+    exposure_time=1 / 30,
+    f_number=2.8,
+    iso=3200,
+    focal_length=35.0,
+    datetime_original="2026:11:25 21:30:00",
+)
+
+
 def write_dng(
     path: str | os.PathLike[str],
     mosaic: np.ndarray,
@@ -48,20 +62,11 @@ def write_dng(
     black_level: int | Sequence[int] = 512,
     white_level: int = 16383,
     orientation: int = 1,
-    make: str = "Sony",
-    model: str = "ILCE-7SM2",
-    exposure_time: float | None = 1 / 30,
-    iso: int | None = 3200,
-    f_number: float | None = 2.8,
-    focal_length: float | None = 35.0,
-    lens_model: str | None = "FE 35mm F2.8 ZA",
-    datetime_original: str | None = "2026:11:25 21:30:00",
     as_shot_neutral: Sequence[float] = (0.5, 1.0, 0.7),
     color_matrix: Sequence[float] = A7S2_COLOR_MATRIX,
     photometric: Photometric = "cfa",
     strings: Mapping[int, bytes] | None = None,
-    tags: Sequence[ExifTag] = (),
-    xmp: bytes | None = None,
+    **camera: Any,
 ) -> Path:
     """Write ``mosaic`` as an uncompressed DNG and return its path.
 
@@ -71,22 +76,13 @@ def write_dng(
     four, one per 2x2 position in row-major order (BlackLevelRepeatDim 2x2; CFA only).
     ``orientation`` is the TIFF Orientation (1..8). ``strings``: ASCII tags put into
     IFD0 with exactly these bytes, replacing any written from the other arguments
-    (hostile Make/Model/LensModel... for the sanitiser's tests). ``tags``: more tags
-    (GPS, Artist, Copyright, UserComment...) in IFD0, the Exif or the GPS IFD; ``xmp``:
-    an XMP packet written as it is into IFD0's tag 700.
+    (hostile Make/Model/LensModel... for the sanitiser's tests). ``camera``: fields of
+    :class:`CameraMetadata` in place of :data:`SAMPLE_METADATA`'s (``make``, ``iso``...,
+    None to leave one out); among them ``tags``, more tags (GPS, Artist, Copyright,
+    UserComment...) in IFD0, the Exif or the GPS IFD, and ``xmp``, an XMP packet written
+    as it is into IFD0's tag 700.
     """
-    meta = CameraMetadata(
-        make=make,
-        model=model,
-        lens_model=lens_model,
-        exposure_time=exposure_time,
-        f_number=f_number,
-        iso=iso,
-        focal_length=focal_length,
-        datetime_original=datetime_original,
-        tags=tuple(tags),
-        xmp=xmp,
-    )
+    meta = replace(SAMPLE_METADATA, **{**camera, "tags": tuple(camera.get("tags", ()))})
     layout = dng_layout(
         mosaic,
         cfa=cfa,
@@ -104,6 +100,30 @@ def write_dng(
     with open(out, "wb") as fh:  # not atomic, unlike seedark.io.dng.write_dng: tests overwrite freely
         layout.write_to(fh)
     return out
+
+
+def dark_dng(
+    path: str | os.PathLike[str],
+    rng: np.random.Generator,
+    size: tuple[int, ...] = (40, 56),
+    levels: tuple[int, int] = (520, 700),
+    **fields: Any,
+) -> Path:
+    """A random mosaic of ``size`` (HxW; HxWx3 for LinearRaw) as a DNG at ``path``, its folder made.
+
+    Its values are drawn from ``rng`` in [low, high) of ``levels``: by default a little above
+    black (512), as in a dark shot. ``fields`` go to :func:`write_dng`.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_dng(out, rng.integers(*levels, size=size, dtype=np.uint16), **fields)
+
+
+def dark_dngs(folder: str | os.PathLike[str], rng: np.random.Generator, names: Sequence[str], **fields: Any) -> Path:
+    """One :func:`dark_dng` per name in ``folder``, in that order; returns the folder."""
+    for name in names:
+        dark_dng(Path(folder, name), rng, **fields)
+    return Path(folder)
 
 
 def quadrant_mosaic(h: int, w: int, levels: Sequence[int] = (1500, 4000, 8000, 14000)) -> np.ndarray:
@@ -183,9 +203,12 @@ def write_huge_dng(path: str | os.PathLike[str], width: int, height: int) -> Pat
 __all__ = [
     "A7S2_COLOR_MATRIX",
     "CFA_PATTERNS",
+    "SAMPLE_METADATA",
     "XTRANS_PATTERN",
     "IfdEntry",
     "cfa_array",
+    "dark_dng",
+    "dark_dngs",
     "ifd_entries",
     "patch_entry",
     "quadrant_mosaic",
