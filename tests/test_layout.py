@@ -1,4 +1,4 @@
-"""The package's shape (docs/development.md): layers import only downward, functions stay short.
+"""The package's shape (docs/development.md): layers import only downward, no import cycles, functions stay short.
 
 Read from the source with ``ast``, not by importing, so a lazy or function-level
 import counts as much as a top-level one.
@@ -117,6 +117,34 @@ def test_layers_import_only_downward() -> None:
             elif (group, target_group) in SEPARATE:
                 wrong.append(f"{path.relative_to(SRC)}:{line}: {group} must not import {target}")
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle (``[a, b, a]``), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the path being followed, 2: every import of it followed
+
+    def visit(module: str, path: list[str]) -> list[str]:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (found := visit(target, [*path, target])):
+                return found
+        state[module] = 2
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module, [module])):
+            return found
+    return []
+
+
+def test_no_module_imports_one_that_imports_it() -> None:
+    # Within a layer too: a cycle (batch <-> cluster_batch, say) ties two modules into one.
+    modules = _modules()
+    graph = {m: {_resolve(n, modules) for _, n in _imports(p, m)} - {m} for m, p in modules.items()}
+    assert _cycle(graph) == []
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check itself
 
 
 def test_the_checker_sees_wrong_imports(tmp_path: Path) -> None:
