@@ -115,7 +115,7 @@ def stage_driver(args: argparse.Namespace) -> None:
     t = time.perf_counter()
     from seedark.frames.prepare import prepare
     from seedark.io.raw import read_raw
-    from seedark.pipeline.enhance import plan_output, write_result
+    from seedark.pipeline.output import plan_output, write_result
     from seedark.runtime.engine import infer, load_engine
 
     times["import"] = time.perf_counter() - t
@@ -153,7 +153,7 @@ def stage_driver(args: argparse.Namespace) -> None:
     times["pack"] += packed_in[0]
     rss["infer"] = proc.memory_info().rss
     t = time.perf_counter()
-    write_result(plan, image, prepared, overwrite=True, block=engine.spec.block)
+    write_result(plan, image, prepared, block=engine.spec.block)
     times["write"] = time.perf_counter() - t
     rss["write"] = proc.memory_info().rss
     packed = prepared.packed.shape

@@ -15,13 +15,16 @@ import pytest
 from PIL import Image
 
 import seedark.pipeline.batch as batch_module
+import seedark.runtime.engine as engine_module
 from helpers.batchhelpers import crashing_decoder, exiting_decoder, interrupted_part_way, nearly_full_pipe
 from helpers.cli import child_env, run_cli
 from helpers.pngread import decode_png
 from helpers.rawgen import dark_dng
 from seedark.errors import UsageError
-from seedark.pipeline.batch import BatchEvent, plan_jobs, run_batch
+from seedark.pipeline.batch import run_batch
 from seedark.pipeline.enhance import enhance_file
+from seedark.pipeline.planning import plan_jobs
+from seedark.pipeline.report import BatchEvent
 from seedark.runtime.engine import load_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,13 +185,13 @@ def test_model_is_loaded_once(tmp_path: Path, rng: np.random.Generator, monkeypa
     for i in range(4):
         dark_dng(tmp_path / "in" / f"m{i}.dng", rng)
     calls = []
-    real = batch_module.engine_for
+    real = engine_module.engine_for
 
     def counting(*args: object, **kw: object) -> object:
         calls.append(args[0])
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(batch_module, "engine_for", counting)
+    monkeypatch.setattr(engine_module, "engine_for", counting)
     report = run_batch([tmp_path / "in"], weights=WEIGHTS, isolate=False)
     assert len(report.converted) == 4 and calls == ["bayer"]
 

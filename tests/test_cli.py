@@ -132,6 +132,23 @@ def test_overwrite(shot: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("command", ["enhance", "batch"])
+def test_a_mistyped_model_is_reported_before_the_existing_output(
+    shot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Options are checked before anything on disk: the name, not "already exists", is what is wrong."""
+    monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
+    target = shot.with_suffix(".png")
+    target.write_bytes(b"keep me")
+    code, out, err = run_cli(capsys, command, shot, "--model", "sny")
+    assert (code, out) == (2, "")
+    assert err.strip() == "seedark: error: unknown model 'sny'; known models: fuji, sony"
+    assert target.read_bytes() == b"keep me" and not (tmp_path / "home").exists()
+    # the same with a missing input: the option is still the first thing reported
+    code, _, err = run_cli(capsys, command, tmp_path / "gone.dng", "--model", "sny")
+    assert code == 2 and "unknown model 'sny'" in err
+
+
 def _tampered_checkpoint(tmp: Path) -> Path:
     dest = tmp / "tampered"
     shutil.copytree(FIXTURE, dest)

@@ -22,7 +22,7 @@ from helpers.pngread import decode_png
 from helpers.rawgen import XTRANS_PATTERN, dark_dng
 from seedark.cli import cli
 from seedark.models import registry
-from seedark.pipeline.batch import plan_jobs
+from seedark.pipeline.planning import plan_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"

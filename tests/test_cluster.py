@@ -19,9 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import psutil
@@ -34,11 +34,13 @@ from helpers.rawgen import dark_dng
 from helpers.sid_layout import make_sid_dataset
 from seedark.errors import SeedarkError, UsageError
 from seedark.frames.prepare import Prepared, prepare_file
-from seedark.pipeline.batch import BatchEvent, run_batch
+from seedark.pipeline.batch import run_batch
+from seedark.pipeline.report import BatchEvent
 from seedark.runtime.cluster import INSTALL_HINT, Cluster, parse_cluster
 from seedark.training.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
+Result = TypeVar("Result")
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
 ENGINE = {"weights": WEIGHTS, "device": "cpu", "precision": "fp32"}
 #: The test clusters listen on 127.0.0.1 only, and set the authentication mode so that Ray
@@ -67,7 +69,7 @@ def _claim(marker: Path) -> bool:
     return True
 
 
-def stalling_decoder(path: Path, ratio: float | str | None) -> Prepared:
+def stalling_decoder(path: Path, ratio: float | None) -> Prepared:
     """A file named *stall* holds its first worker until the test kills it (its pid in ``<file>.pid``);
     the retry decodes it. A *hostile* one crashes every worker that opens it, as LibRaw would: a
     real segmentation fault in the decoding thread."""
@@ -79,7 +81,7 @@ def stalling_decoder(path: Path, ratio: float | str | None) -> Prepared:
     return prepare_file(path, ratio)
 
 
-def stuck_decoder(path: Path, ratio: float | str | None) -> Prepared:
+def stuck_decoder(path: Path, ratio: float | None) -> Prepared:
     """A file named *stall* never finishes decoding (its pid in ``<file>.pid``), however often it is tried."""
     if "stall" in path.name:
         _claim(path.with_suffix(".pid"))
@@ -189,6 +191,22 @@ def same_files(a: Path, b: Path) -> list[str]:
     return names
 
 
+def local_run(run: Callable[[], Result]) -> Result:
+    """``run()`` here with as many torch threads as a worker has: one, its one CPU.
+
+    float32 sums depend on how many threads share them, so the network's output differs
+    in the last bits with the thread count; quantised to 8 bits that is now and then one
+    level in one sample (on an AVX512-BF16 Xeon, 1 of the 6720 samples of a 40x56 test
+    frame). With as many threads, a worker's outputs equal the local run's byte for byte.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def no_parts(*folders: Path) -> None:
     for folder in folders:
         assert not [p for p in folder.rglob("*") if p.name.endswith(".part")]
@@ -260,7 +278,7 @@ def test_batch_on_cluster_equals_local_then_resumes(
 ) -> None:
     folder = shots(tmp_path / "in", rng, ["a.dng", "b.DNG", "c.dng", "d.dng"])
     (folder / "e.dng").write_text("not a photo\n" * 20)
-    local = run_batch([folder], tmp_path / "local", compare=True, **ENGINE)  # type: ignore[arg-type]
+    local = local_run(lambda: run_batch([folder], tmp_path / "local", compare=True, **ENGINE))  # type: ignore[arg-type]
     events: list[BatchEvent] = []
     out = tmp_path / "ray"
     report = run_batch([folder], out, compare=True, cluster="ray", workers=2, on_event=events.append, **ENGINE)  # type: ignore[arg-type]
@@ -291,7 +309,7 @@ def test_killed_worker_loses_nothing(
     worker is failed after its second try; nothing else is touched, and Ray's messages about the
     deaths stay off stdout (where the command line writes its paths and JSON)."""
     folder = shots(tmp_path / "in", rng, ["a_stall.dng", "b.dng", "c_hostile.dng", "d.dng", "e.dng"])
-    local = run_batch([folder], tmp_path / "local", decoder=crashing_decoder, **ENGINE)  # type: ignore[arg-type]
+    local = local_run(lambda: run_batch([folder], tmp_path / "local", decoder=crashing_decoder, **ENGINE))  # type: ignore[arg-type]
     assert [s.name for s, _ in local.failed] == ["c_hostile.dng"]
     marker = folder / "a_stall.pid"
     killed: list[int] = []
@@ -325,13 +343,7 @@ def test_eval_on_cluster_equals_local(on_cluster: Address, tmp_path: Path) -> No
     layout = make_sid_dataset(tmp_path / "sid")
     args = {"data_root": layout.root, "tile": 0, "save_images": True, **ENGINE}
     scored: list[str] = []
-    # float32 sums depend on how many threads share them; a Ray worker has one (its one CPU)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        local = evaluate(layout.root / "Sony_test_list.txt", out_dir=tmp_path / "local", **args)  # type: ignore[arg-type]
-    finally:
-        torch.set_num_threads(threads)
+    local = local_run(lambda: evaluate(layout.root / "Sony_test_list.txt", out_dir=tmp_path / "local", **args))  # type: ignore[arg-type]
     report = evaluate(
         layout.root / "Sony_test_list.txt",
         out_dir=tmp_path / "ray",

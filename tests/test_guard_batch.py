@@ -37,7 +37,8 @@ from helpers.cli import child_env
 from helpers.pngread import decode_png
 from helpers.rawgen import dark_dngs
 from seedark.frames.prepare import Prepared, prepare_file
-from seedark.pipeline.batch import find_inputs, plan_jobs, run_batch
+from seedark.pipeline.batch import run_batch
+from seedark.pipeline.planning import find_inputs, plan_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
@@ -256,7 +257,7 @@ def test_second_batch_into_the_same_folder_counts_the_others_work_as_done(
     stamps: dict[str, tuple[int, bytes]] = {}
     real_infer = batch_module.infer
 
-    def decoder(path: Path, ratio: float | str | None) -> Prepared:
+    def decoder(path: Path, ratio: float | None) -> Prepared:
         decoded.append(Path(path).name)
         return prepare_file(path, ratio)
 

@@ -16,9 +16,8 @@ from seedark._version import __version__
 _EXPORTS = {
     "enhance": "pipeline.enhance",
     "enhance_file": "pipeline.enhance",
-    "enhance_frame": "pipeline.enhance",
     "load_engine": "runtime.engine",
-    "plan_output": "pipeline.enhance",
+    "plan_output": "pipeline.output",
     "Engine": "runtime.engine",
     "read_raw": "io.raw",
     "RawFrame": "io.raw",
@@ -74,7 +73,6 @@ __all__ = [
     "download_model",
     "enhance",
     "enhance_file",
-    "enhance_frame",
     "import_model",
     "load_engine",
     "load_model",
@@ -112,8 +110,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from seedark.models.weights import LoadedWeights, load_weights, save_safetensors
     from seedark.pipeline.batch import run_batch
     from seedark.pipeline.demo import run_demo
-    from seedark.pipeline.enhance import enhance, enhance_file, enhance_frame, plan_output
+    from seedark.pipeline.enhance import enhance, enhance_file
     from seedark.pipeline.info import describe, raw_info
+    from seedark.pipeline.output import plan_output
     from seedark.runtime.engine import Engine, load_engine
     from seedark.training.config import TrainConfig
 

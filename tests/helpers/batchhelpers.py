@@ -29,27 +29,28 @@ from typing import Any
 import psutil
 
 from helpers.pngread import decode_png
-from seedark.frames.prepare import Prepared, decoder_started, prepare_file
+from seedark.frames.prepare import Prepared, prepare_file
+from seedark.pipeline.decoder import decoder_started
 
 #: The signals blocked when this module was imported: in a decoder process started from
 #: ``python -m helpers.batchhelpers``, that is while the process started (its main module).
 STARTUP_BLOCKED = sorted(map(int, signal.pthread_sigmask(signal.SIG_BLOCK, [])))
 
 
-def crashing_decoder(path: Path, ratio: float | str | None) -> Prepared:
+def crashing_decoder(path: Path, ratio: float | None) -> Prepared:
     """Behaves like LibRaw meeting a hostile file: the process dies on the spot."""
     if "hostile" in Path(path).name:
         os.kill(os.getpid(), signal.SIGSEGV)
     return prepare_file(path, ratio)
 
 
-def exiting_decoder(path: Path, ratio: float | str | None) -> Prepared:
+def exiting_decoder(path: Path, ratio: float | None) -> Prepared:
     if "hostile" in Path(path).name:
         os._exit(3)
     return prepare_file(path, ratio)
 
 
-def checking_decoder(path: Path, ratio: float | str | None) -> Prepared:
+def checking_decoder(path: Path, ratio: float | None) -> Prepared:
     """The real decoder, refusing to work unless in a decoder process that has not imported torch."""
     prepared = prepare_file(path, ratio)
     if parent_process() is None:
@@ -62,7 +63,7 @@ def checking_decoder(path: Path, ratio: float | str | None) -> Prepared:
     return prepared
 
 
-def startup_mask(path: Path, ratio: float | str | None) -> tuple[list[int], list[int], list[int]]:
+def startup_mask(path: Path, ratio: float | None) -> tuple[list[int], list[int], list[int]]:
     """(blocked while starting, blocked now, ignored now), from inside a decoder process."""
     ignored = [int(s) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is signal.SIG_IGN]
     return STARTUP_BLOCKED, sorted(map(int, signal.pthread_sigmask(signal.SIG_BLOCK, []))), ignored
@@ -185,9 +186,9 @@ def _hold_last(name: str) -> None:
 
 
 def _startup_mask() -> None:
-    from seedark.pipeline.batch import _Decoder
+    from seedark.pipeline.decoder import DecoderProcess
 
-    decoder = _Decoder(startup_mask, None, isolate=True)  # type: ignore[arg-type]
+    decoder = DecoderProcess(startup_mask, None, isolate=True)  # type: ignore[arg-type]
     try:
         print(decoder.submit(Path("unused")).result(timeout=120), flush=True)
     finally:

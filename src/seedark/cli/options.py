@@ -28,21 +28,23 @@ def _given(ctx: click.Context, param: click.Parameter, value: Any) -> bool:
     return value is not None and ctx.get_parameter_source(str(param.name)) != click.core.ParameterSource.DEFAULT
 
 
-def _check_tile(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """A bad --tile is a usage error at parse time, before torch loads (``parse_tile`` needs none)."""
+def _parse_tile(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """--tile parsed here, once: a bad one is a usage error at parse time, before torch loads
+    (``parse_tile`` needs none); the library takes the parsed value as it is."""
     if _given(ctx, param, value):
         from seedark.runtime.tiling import parse_tile
 
-        parse_tile(value)
+        return parse_tile(value)
     return value
 
 
-def _check_ratio(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """A bad --ratio is a usage error at parse time, before torch loads."""
+def _parse_ratio(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """--ratio parsed here, once (a number, or None for auto): a bad one is a usage error at
+    parse time, before torch loads; the library takes the parsed value as it is."""
     if _given(ctx, param, value):
         from seedark.frames.exposure import parse_ratio  # numpy: only when a value was given
 
-        parse_ratio(value)
+        return parse_ratio(value)
     return value
 
 
@@ -90,7 +92,7 @@ def engine_options(f: Any) -> Any:
             "--tile",
             default="auto",
             show_default=True,
-            callback=_check_tile,
+            callback=_parse_tile,
             help="Tile core size in packed pixels; 0 = whole frame; auto keeps the process under ~1.4 GB "
             "or half the free memory.",
         ),
@@ -115,7 +117,7 @@ def output_options(f: Any) -> Any:
             "--ratio",
             default="auto",
             show_default=True,
-            callback=_check_ratio,
+            callback=_parse_ratio,
             help="Amplification (reference exposure / this exposure; paper: 100-300), or auto to estimate it.",
         ),
         click.option(

@@ -55,7 +55,7 @@ def eval_command(
     device: str,
     precision: str,
     backend: str,
-    tile: str,
+    tile: str | int | None,
     cluster: str | None,
     workers: int | None,
 ) -> None:

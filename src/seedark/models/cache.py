@@ -149,6 +149,15 @@ def _resolve(name: str) -> ModelRecord | None:
     raise UsageError(f"unknown model {name!r}; known models: {known}{extra}")
 
 
+def check_model(name: str) -> None:
+    """Raise UsageError unless ``name`` is a registry model or one imported into the cache.
+
+    The cheap check (nothing downloaded, read or hashed), so that a mistyped ``--model``
+    is reported before any other file is looked at.
+    """
+    _resolve(name)
+
+
 # --------------------------------------------------------------------------- provenance
 
 
@@ -493,6 +502,7 @@ __all__ = [
     "ModelFiles",
     "ModelStatus",
     "cache_dir",
+    "check_model",
     "download_model",
     "import_model",
     "list_models",

@@ -28,7 +28,8 @@ from seedark.frames.exposure import parse_ratio
 from seedark.io.dng import A7S2_COLOR_MATRIX, write_dng
 from seedark.io.image import check_destination
 from seedark.io.metadata import CameraMetadata
-from seedark.pipeline.enhance import enhance_file, plan_output
+from seedark.pipeline.enhance import enhance_file
+from seedark.pipeline.output import plan_output
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for
 from seedark.synthesis.noise import NoiseParams, add_noise, typical_params
 from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile

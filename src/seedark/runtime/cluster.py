@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from seedark.errors import UsageError
 from seedark.models.cache import load_model
-from seedark.runtime.engine import Engine, EngineOptions, engine_for
+from seedark.runtime.engine import Engine, EngineCache, EngineOptions
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -99,14 +99,15 @@ class WorkerContext:
     a stop flag set by the driver, and ``state`` for a job's own per-worker caches."""
 
     options: EngineOptions
-    engines: dict[str | None, Engine] = field(default_factory=dict)
+    engines: EngineCache = field(init=False)
     stopping: threading.Event = field(default_factory=threading.Event)
     state: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.engines = EngineCache(self.options)
+
     def engine(self, sensor: str | None) -> Engine:
-        if sensor not in self.engines:
-            self.engines[sensor] = engine_for(sensor, self.options)
-        return self.engines[sensor]
+        return self.engines.get(sensor)
 
     def check(self) -> None:
         if self.stopping.is_set():

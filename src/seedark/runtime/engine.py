@@ -22,7 +22,7 @@ from seedark.errors import UnsupportedSensorError, UsageError
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
 from seedark.io.pixels import apply_orientation, sample_dtype
-from seedark.models.cache import load_model
+from seedark.models.cache import check_model, load_model
 from seedark.models.registry import default_model_for
 from seedark.models.weights import LoadedWeights, load_weights
 from seedark.progress import ByteProgress, ProgressFn
@@ -110,9 +110,15 @@ class EngineOptions:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Unpack[EngineKwargs]) -> EngineOptions:
-        """The options from the public keywords (an unknown keyword is a TypeError, as in any call)."""
+        """The options from the public keywords (an unknown keyword is a TypeError, as in any call).
+
+        A ``model`` must be one the cache knows (registered or imported): a mistyped name is
+        reported here, before any file is looked at.
+        """
         if kwargs.get("weights") is not None and kwargs.get("model") is not None:
             raise UsageError("give either --weights or --model, not both")
+        if kwargs.get("model") is not None:
+            check_model(cast(str, kwargs["model"]))
         given = cast("dict[str, Any]", dict(kwargs))
         given["tile"] = parse_tile(given.get("tile", "auto"))
         return cls(**given)
@@ -279,6 +285,26 @@ def engine_for(sensor: str | None, options: EngineOptions) -> Engine:
     return engine
 
 
+class EngineCache:
+    """One engine per sensor kind, each prepared on first use from the same options and kept:
+    what a batch and each cluster worker hold. The weights, when given as a path, are read
+    once for all of them."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options.with_weights_loaded()
+        self._engines: dict[str | None, Engine] = {}
+
+    def __len__(self) -> int:
+        return len(self._engines)
+
+    def get(self, sensor: str | None) -> Engine:
+        """The engine for ``sensor`` (None: the default model's), prepared now if it is the first."""
+        engine = self._engines.get(sensor)
+        if engine is None:
+            engine = self._engines[sensor] = engine_for(sensor, self.options)
+        return engine
+
+
 def load_engine(weights: str | os.PathLike[str] | LoadedWeights | None = None, **options: Unpack[LoadKwargs]) -> Engine:
     """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``.
 
@@ -326,6 +352,7 @@ __all__ = [
     "AUTO_MEMORY_SHARE",
     "AUTO_PEAK_TARGET",
     "Engine",
+    "EngineCache",
     "EngineInfo",
     "EngineKwargs",
     "EngineOptions",

@@ -151,7 +151,7 @@ def align_ground_truth(
     """(ground truth, output) cropped to the sensor area both cover, oriented like the output, float32.
 
     ``gt`` is uint16 as ``postprocess`` gives it; ``output`` is what
-    ``seedark.enhance_frame`` returns for ``frame``. The crop happens in sensor
+    ``seedark.enhance`` returns for ``frame``. The crop happens in sensor
     orientation so that the same sensor pixels are compared whatever the rotation.
     """
     y0, x0, _, _ = sensor_geometry(frame)
