@@ -166,3 +166,37 @@ def test_written_file_holds_the_quantised_image(
     np.testing.assert_array_equal(got, want)
     with Image.open(written.with_name("out_compare.jpg")) as im:
         assert im.size == (2 * want.shape[1] + 8, want.shape[0])
+
+
+def test_raw_file_is_opened_once(
+    tmp_path: Path, rng: np.random.Generator, engine: seedark.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One open of the RAW file by its name per conversion: LibRaw and the metadata reader read
+    the same open file (LibRaw through /proc/self/fd/N), so a file replaced mid-run cannot mix
+    two files' pixels and metadata. Python's audit hook sees every open() by name from Python;
+    LibRaw's C-level open is seen through the name rawpy.imread is given."""
+    import sys
+
+    shot = dark_dng(tmp_path / "once.dng", rng)
+    by_name: list[str] = []
+    watching = True
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if watching and event == "open" and isinstance(args[0], str):
+            by_name.append(args[0])
+
+    real_imread = rawpy.imread
+
+    def imread(source: object, *args: object, **kw: object) -> object:
+        if isinstance(source, str):
+            by_name.append(source)
+        return real_imread(source, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rawpy, "imread", imread)
+    sys.addaudithook(hook)  # audit hooks cannot be removed; the flag turns this one off
+    try:
+        out = seedark.enhance_file(shot, tmp_path / "out.png", ratio=100, engine=engine)
+    finally:
+        watching = False
+    assert out.exists()
+    assert by_name.count(str(shot)) == 1, by_name

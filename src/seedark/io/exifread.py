@@ -415,8 +415,17 @@ def read_camera_metadata(path: str | os.PathLike[str]) -> CameraMetadata:
     """
     try:
         with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            meta = _read_metadata(fh, size)
+            return read_open_metadata(fh, path)
+    except OSError:
+        return CameraMetadata()
+
+
+def read_open_metadata(fh: BinaryIO, path: str | os.PathLike[str]) -> CameraMetadata:
+    """:func:`read_camera_metadata` from a file already open (the RAW decoder's own handle,
+    so a file is opened once); ``path`` names it, for its XMP sidecar."""
+    try:
+        fh.seek(0)
+        meta = _read_metadata(fh, os.fstat(fh.fileno()).st_size)
         # A sidecar wins over the embedded packet (see seedark.io.xmp).
         sidecar = read_sidecar(path)
         return meta if sidecar is None else dataclasses.replace(meta, xmp=sidecar)

@@ -18,13 +18,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from seedark import config
 from seedark.errors import RawReadError, UnsupportedSensorError
-from seedark.io.exifread import read_camera_metadata
+from seedark.io.exifread import read_open_metadata
 from seedark.io.metadata import CameraMetadata
 
 #: Extensions of RAW formats LibRaw reads; used to find files in folders.
@@ -293,25 +293,23 @@ _FD_DIR = Path("/proc/self/fd")
 
 
 @contextlib.contextmanager
-def _open_libraw(p: Path) -> Iterator[Any]:
-    """LibRaw opened on ``p``, whatever bytes its name is made of.
+def _open_libraw(p: Path) -> Iterator[tuple[Any, BinaryIO]]:
+    """LibRaw on ``p``, and the one open file it reads, whatever bytes its name is made of.
 
-    By name when LibRaw can take the name. Any other name is opened here, and LibRaw
-    reads that open file through ``/proc/self/fd/N`` (an ASCII name for the same file,
-    read as LibRaw needs it). Without ``/proc`` the file goes to LibRaw as a buffer,
-    which holds all of it in memory until the pixels are unpacked: the file's size once
-    more, tens of megabytes for a RAW file (the pixel limit still applies first).
+    The file is opened once, here, and LibRaw and the metadata reader both read that
+    open file: LibRaw through ``/proc/self/fd/N`` (an ASCII name for the same file,
+    whatever its own name), so a file swapped for another between two opens cannot mix
+    one file's pixels with another's metadata. Without ``/proc``: by name when LibRaw can
+    take the name, else as a buffer, which holds all of the file in memory until the
+    pixels are unpacked (the pixel limit still applies first).
     """
     import rawpy
 
-    if _fits_libraw_path(p):
-        with rawpy.imread(str(p)) as raw:
-            yield raw
-        return
     with open(p, "rb") as fh:
         by_fd = _FD_DIR / str(fh.fileno())
-        with rawpy.imread(str(by_fd) if by_fd.exists() else fh) as raw:
-            yield raw
+        source: str | BinaryIO = str(by_fd) if by_fd.exists() else str(p) if _fits_libraw_path(p) else fh
+        with rawpy.imread(source) as raw:
+            yield raw, fh
 
 
 def _check_size(raw: Any, p: Path, max_pixels: int | None) -> None:
@@ -333,7 +331,7 @@ def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans"), max_p
 
     said: list[str] = []
     try:
-        with _capture_c_stderr(said), _open_libraw(p) as raw:
+        with _capture_c_stderr(said), _open_libraw(p) as (raw, fh):
             _check_size(raw, p, max_pixels)
             sensor, letters, tile = _classify(raw, p)
             if sensor not in sensors:
@@ -343,7 +341,7 @@ def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans"), max_p
             black = per_color[np.clip(tile, 0, len(per_color) - 1)]
             white = int(raw.white_level)
             flip = int(raw.sizes.flip)
-            camera = _merge_metadata(read_camera_metadata(p), raw)
+            camera = _merge_metadata(read_open_metadata(fh, p), raw)
             camera_wb = _white_balance(raw)
     except (UnsupportedSensorError, RawReadError):
         raise
