@@ -20,6 +20,7 @@ def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d=None: (8 << 30, 16 << 30))
 
 
 @pytest.mark.usefixtures("no_gpu")
@@ -142,6 +143,9 @@ def test_precision_names() -> None:
 def test_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     assert devices.available_memory(torch.device("cpu")) > 0
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d=None: (3 << 30, 8 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda _d=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda _d=None: 0)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d=None: 1.0)
     assert devices.available_memory(torch.device("cuda", 0)) == 3 << 30
 
 

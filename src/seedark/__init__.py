@@ -36,6 +36,7 @@ _EXPORTS = {
     "UnsupportedSensorError": "errors",
     "WeightsError": "errors",
     "DeviceError": "errors",
+    "DeviceMemoryError": "errors",
     "OutputError": "errors",
     "DownloadError": "errors",
     "DatasetError": "errors",
@@ -53,6 +54,7 @@ _EXPORTS = {
 __all__ = [
     "DatasetError",
     "DeviceError",
+    "DeviceMemoryError",
     "DownloadError",
     "Engine",
     "LoadedWeights",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from seedark.errors import (
         DatasetError,
         DeviceError,
+        DeviceMemoryError,
         DownloadError,
         OutputError,
         RawReadError,

@@ -53,6 +53,14 @@ class DeviceError(SeedarkError):
     """A requested device or precision is not available here."""
 
 
+class DeviceMemoryError(DeviceError):
+    """The device ran out of memory: loading the model, or running a frame even with the smallest tiles.
+
+    Unlike other device errors it may not last (other processes free memory), so a batch
+    fails the file it happened on and goes on.
+    """
+
+
 class OutputError(SeedarkError):
     """The output cannot be written (exists, unwritable folder, bad format...)."""
 

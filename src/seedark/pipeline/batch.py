@@ -4,8 +4,9 @@ The batch is planned in full first (seedark.pipeline.planning), then three thing
 run at once, each bounded:
 
 * a decoder **process** reads the next files and chooses their ratios (at
-  most ``PREFETCH`` ahead; frames over ``BIG_MOSAIC_BYTES`` one at a time); a
-  file that crashes LibRaw kills only that process (seedark.pipeline.decoder);
+  most ``PREFETCH`` ahead, ``PREFETCH_GPU`` on a GPU; frames over
+  ``BIG_MOSAIC_BYTES`` one at a time); a file that crashes LibRaw kills only
+  that process (seedark.pipeline.decoder);
 * the main thread runs the network on the current frame (the model is loaded
   once per sensor kind and reused: :class:`seedark.runtime.engine.EngineCache`);
 * a writer thread orients, encodes and atomically publishes the previous
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from seedark._parallel import release_heap
-from seedark.errors import OutputError, SeedarkError, UsageError
+from seedark.errors import DeviceMemoryError, OutputError, SeedarkError, UsageError
 from seedark.frames.exposure import parse_ratio
 from seedark.frames.prepare import Prepared, prepare_file
 from seedark.io.raw import RAW_EXTENSIONS
@@ -59,6 +60,8 @@ log = logging.getLogger("seedark")
 
 #: Files decoded ahead while a frame runs through the network.
 PREFETCH = 1
+#: On a GPU, where a frame's inference takes less than its decoding: the decoder is never left idle.
+PREFETCH_GPU = 3
 #: Frames whose mosaic is larger than this (a ~32 MP sensor) run one stage at a time:
 #: none is decoded ahead and the previous image is written before the next inference
 #: starts. That costs a second or two against ~45 s of inference for 60 MP, and keeps
@@ -224,7 +227,7 @@ class _BatchRun:
             self.write_queue.join()  # the previous image is written (and freed) before this frame runs
             self._drain()
         else:
-            self._top_up(PREFETCH)  # decode ahead while this frame runs
+            self._top_up(prefetch_depth(engine))  # decode ahead while this frame runs
         try:
             reserve = held_besides(prepared, job.plan.bits, len(self.pending), writing=not big)
             image = infer(prepared, engine, tile=self.options.tile, bits=job.plan.bits, reserve=reserve)
@@ -250,10 +253,17 @@ class _BatchRun:
         try:
             return self.engines.get(sensor)
         except SeedarkError as exc:
-            if not self.engines:
-                raise  # no model at all (offline, bad device...): every file would fail alike
+            # No model at all (offline, bad device...): every file would fail alike. A device
+            # out of memory may not stay so (other processes free theirs): only this file fails.
+            if not self.engines and not isinstance(exc, DeviceMemoryError):
+                raise
             self._fail(job, exc)  # e.g. the fuji model is missing in a mostly-Sony folder
             return None
+
+
+def prefetch_depth(engine: Engine) -> int:
+    """How many files to decode ahead of the frame ``engine`` runs: more on a GPU."""
+    return PREFETCH if engine.device.type == "cpu" else PREFETCH_GPU
 
 
 def run_batch(

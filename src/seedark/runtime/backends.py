@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,7 +38,8 @@ from seedark.io.pixels import quantise
 from seedark.models.network import SIDUNet
 from seedark.models.weights import LoadedWeights
 from seedark.runtime import ircache, quantize
-from seedark.runtime.devices import precision_name
+from seedark.runtime.devices import precision_name, release_memory
+from seedark.runtime.gpu import TilePipeline, TileWork, inference_scope
 from seedark.runtime.telemetry import mute_telemetry
 
 if TYPE_CHECKING:
@@ -64,6 +66,10 @@ class Backend(Protocol):
 
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
         """Write clip(net(tile))[oy:oy+dh, ox:ox+dw] into ``dest`` (dh x dw x 3; see :func:`write_core`)."""
+        ...
+
+    def run_tiles(self, work: Iterable[TileWork]) -> None:
+        """:meth:`run_tile` for each tile, in order (a GPU overlaps one tile's copies with another's work)."""
         ...
 
     def release(self) -> None:
@@ -101,9 +107,9 @@ class TorchBackend:
         self.layout = torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
         net = weights.build().to(device=device, dtype=dtype)
         self.net: SIDUNet = net.to(memory_format=self.layout)  # type: ignore[call-overload]  # stubs lack it
-        if device.type == "cuda":
-            # Tiles have one fixed shape per frame size, so cuDNN's autotuning is paid once per shape.
-            torch.backends.cudnn.benchmark = True
+        #: Tiles through :class:`TilePipeline` (CUDA: pinned buffers, asynchronous copies, the output
+        #: quantised on the device) rather than one at a time with the host doing the output.
+        self.pipelined = device.type == "cuda"
         # fp64 only serves tests that prove tiling exact beyond float32 rounding.
         self.precision = precision_name(dtype)
         itemsize = torch.empty((), dtype=dtype).element_size()
@@ -118,23 +124,36 @@ class TorchBackend:
         return (560.0 * self.spec.width / 32 + 64.0) * itemsize / 4 + 16
 
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
-        with torch.inference_mode():
-            x = torch.from_numpy(np.asarray(tile, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
-            x = x.to(self.device, self.dtype).contiguous(memory_format=self.layout)
-            y = self.net.lean_forward(x)
-            del x
-            dh, dw = dest.shape[:2]
-            core = y[0, :, oy : oy + dh, ox : ox + dw].permute(1, 2, 0)
-            if dest.dtype == np.float32:
-                out = torch.from_numpy(dest)
-                out.copy_(core)  # device -> host and dtype -> float32 in one step
-                out.clamp_(0.0, 1.0)
-            else:
-                write_core(core.to("cpu", torch.float32).numpy(), dest)
+        self.run_tiles([TileWork(tile, dest, oy, ox)])
+
+    def run_tiles(self, work: Iterable[TileWork]) -> None:
+        with torch.inference_mode(), inference_scope(self.dtype):
+            if self.pipelined:
+                TilePipeline(self._forward, self.device, self.dtype, self.layout).run(work)
+                return
+            for item in work:
+                self._run_one(*item)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.lean_forward(x)
+
+    def _run_one(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
+        """One tile, the output done on the host (the CPU's path, and MPS's)."""
+        x = torch.from_numpy(np.asarray(tile, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+        x = x.to(self.device, self.dtype).contiguous(memory_format=self.layout)
+        y = self._forward(x)
+        del x
+        dh, dw = dest.shape[:2]
+        core = y[0, :, oy : oy + dh, ox : ox + dw].permute(1, 2, 0)
+        if dest.dtype == np.float32:
+            out = torch.from_numpy(dest)
+            out.copy_(core)  # device -> host and dtype -> float32 in one step
+            out.clamp_(0.0, 1.0)
+        else:
+            write_core(core.to("cpu", torch.float32).numpy(), dest)
 
     def release(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(self.device)
 
 
 # --------------------------------------------------------------------------- OpenVINO
@@ -316,6 +335,10 @@ class OpenVINOBackend:
         y = request.get_output_tensor(0).data  # 1 x 3 x bh x bw, owned by the request
         dh, dw = dest.shape[:2]
         write_core(y[0, :, oy : oy + dh, ox : ox + dw].transpose(1, 2, 0), dest)
+
+    def run_tiles(self, work: Iterable[TileWork]) -> None:
+        for item in work:
+            self.run_tile(*item)
 
     def release(self) -> None:
         # A compiled model keeps its activation memory (~600 B/px) until told otherwise; the

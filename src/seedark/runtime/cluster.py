@@ -25,7 +25,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
+import re
 import signal
 import threading
 import time
@@ -33,8 +35,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from seedark.errors import UsageError
+import torch
+
+from seedark import config
+from seedark.errors import DeviceError, UsageError
 from seedark.models.cache import load_model
+from seedark.runtime.devices import auto_precision, precision_name
 from seedark.runtime.engine import Engine, EngineCache, EngineOptions
 
 if TYPE_CHECKING:
@@ -51,6 +57,9 @@ POLL_SECONDS = 0.5
 #: After Ctrl-C, how long the files in hand may take to stop (a tile, a write); a worker stuck longer
 #: (in a decoder, say) is ended, and the caller sweeps the temporary file it may leave.
 STOP_GRACE_SECONDS = 20.0
+#: Workers that share one GPU at most (``--workers`` beyond GPUs x this are not started): each runs its
+#: own network on its own tiles, and more of them only queue on the GPU and divide its memory.
+MAX_WORKERS_PER_GPU = 4
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,85 @@ class SeedarkWorker:
 
     def stop(self) -> None:
         self.context.stopping.set()
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the driver asks Ray for: ``workers`` actors of ``num_cpus`` CPUs and ``num_gpus``
+    GPUs each, running on ``device`` in ``precision`` (both resolved here, on the driver)."""
+
+    workers: int
+    num_cpus: float
+    num_gpus: float
+    device: str
+    precision: str
+
+    def describe(self) -> str:
+        gpus = "" if not self.num_gpus else f", {self.num_gpus:g} GPU each"
+        return f"{self.workers} worker(s) on {self.device.split(':')[0]} ({self.precision}{gpus})"
+
+
+def place_workers(
+    device: str, precision: str, workers: int | None, total: dict[str, float], free: dict[str, float]
+) -> Placement:
+    """The actors for ``--device``, ``--precision`` and ``--workers`` on a cluster with ``total``
+    resources of which ``free`` are free now (``ray.cluster_resources()``, ``ray.available_resources()``).
+
+    The device is resolved here, since an actor is given no GPU unless it asks for one (Ray then
+    hides every GPU from it): ``auto`` is the GPUs when the cluster has any, else the CPUs. A
+    GPU worker sees its own GPU as ``cuda:0`` (Ray sets ``CUDA_VISIBLE_DEVICES``), whatever
+    ``cuda:N`` was asked for; more workers than GPUs share them (a fraction of a GPU each).
+    Workers are capped at what the free resources can place, since an actor Ray cannot
+    place never starts and its files would wait for ever.
+    """
+    spec = (device or "auto").strip().lower()
+    gpus = int(total.get("GPU", 0))
+    if spec == "auto":
+        spec = "cuda" if gpus else "cpu"
+    if spec == "mps":
+        raise UsageError("--device mps does not work with --cluster: Ray gives its workers CPUs and CUDA GPUs")
+    if spec != "cpu" and not re.fullmatch(r"cuda(:\d+)?", spec):
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    on_gpu = spec != "cpu"
+    if on_gpu and not gpus:
+        raise DeviceError(f"device {device!r} requested but the Ray cluster has no GPU")
+    if on_gpu and spec not in ("cuda", "cuda:0"):
+        log.info("on a cluster each worker runs on the GPU Ray gives it (seen as cuda:0), not %s", spec)
+    wanted = workers or (gpus if on_gpu else max(int(total.get("CPU", 1)), 1))
+    per_gpu = min(MAX_WORKERS_PER_GPU, math.ceil(wanted / gpus)) if on_gpu else 0
+    placeable = int(free.get("CPU", 0))
+    if on_gpu:
+        placeable = min(placeable, int(free.get("GPU", 0)) * per_gpu)
+    count = max(1, min(wanted, placeable))
+    if count < wanted:
+        log.warning(
+            "%d worker(s) asked for, but the cluster can place %d now (%g CPUs, %g GPUs free): running %d",
+            wanted,
+            count,
+            free.get("CPU", 0),
+            free.get("GPU", 0),
+            count,
+        )
+    target = "cuda" if on_gpu else "cpu"
+    return Placement(
+        count, 1, 1 / per_gpu if on_gpu else 0, "cuda:0" if on_gpu else "cpu", _precision(precision, target)
+    )
+
+
+def _precision(precision: str, device_type: str) -> str:
+    """``--precision`` for the workers: on GPUs resolved here (``auto`` is fp32 on every GPU);
+    on CPUs ``auto`` stays for each worker to resolve, since it means bf16 on a node whose CPU
+    has native bf16 and fp32 on the others."""
+    spec = (precision or "auto").strip().lower()
+    if spec == "auto":
+        spec = config.precision()
+    if spec not in config.PRECISIONS:
+        raise UsageError(f"unknown precision {spec!r}; use {', '.join(config.PRECISIONS)}")
+    if device_type == "cuda" and spec == "auto":
+        return precision_name(auto_precision(torch.device("cuda")))
+    if device_type == "cuda" and spec == "int8":
+        raise DeviceError("int8 runs on the CPU (OpenVINO), not on a GPU; use fp32, bf16 or fp16 there")
+    return spec
 
 
 def import_ray() -> ModuleType:
@@ -222,12 +310,17 @@ class ClusterPool(Generic[Item, Result]):
     def __init__(self, ray: ModuleType, options: EngineOptions, job: Job[Item, Result], workers: int | None) -> None:
         self.ray = ray
         self.job = job
+        placement = place_workers(
+            options.device, options.precision, workers, ray.cluster_resources(), ray.available_resources()
+        )
+        log.info("cluster: %s", placement.describe())
+        self.placement = placement
+        options = replace(options, device=placement.device, precision=placement.precision)
         self.options = ray.put(options)  # once; each node fetches it once for all its workers
-        # A CUDA worker gets a GPU of its own (Ray sets CUDA_VISIBLE_DEVICES, so "cuda" is that GPU).
-        gpus = 1 if options.device.startswith("cuda") else 0
-        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_concurrency=2)(SeedarkWorker)
-        count = workers or max(int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1)), 1)
-        self.actors: list[Any] = [self.remote.remote(self.options) for _ in range(count)]
+        self.remote = ray.remote(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus, max_concurrency=2)(
+            SeedarkWorker
+        )
+        self.actors: list[Any] = [self.remote.remote(self.options) for _ in range(placement.workers)]
         self.running: dict[Any, tuple[int, Item, int]] = {}
         self.interrupted = False
         self.forced = False
@@ -328,10 +421,12 @@ def worker_pool(
 __all__ = [
     "Cluster",
     "ClusterPool",
+    "Placement",
     "Stopped",
     "WorkerContext",
     "WorkerLost",
     "parse_cluster",
+    "place_workers",
     "shipped",
     "worker_pool",
 ]

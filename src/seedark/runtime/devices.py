@@ -1,19 +1,34 @@
-"""Choosing the compute device and precision.
+"""Choosing the compute device and precision, and what memory it has.
 
-``auto`` prefers CUDA, then Apple's MPS, then the CPU. A device asked for by
-name that is not there is an error: silently running a 10x slower path is
-worse than telling the user.
+``auto`` prefers the CUDA device with the most free memory, then Apple's MPS, then
+the CPU. A device asked for by name that is not there (or is nearly full) is an
+error: silently running a 10x slower path is worse than telling the user.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import platform
 import re
 
 import torch
+import torch.nn.functional as F
 
 from seedark import config
 from seedark.errors import DeviceError, UsageError
+
+log = logging.getLogger("seedark")
+
+#: A GPU with less free memory than this is nearly full: ``auto`` warns and runs on the CPU,
+#: ``cuda[:N]`` is refused. The full network's weights take ~30 MB and its smallest tiles
+#: ~60 MB of activations, but the tiles a GPU is worth using for need a few hundred MB.
+GPU_MIN_FREE_BYTES = 512 << 20
+MB = 1 << 20
+#: What a device's allocator raises when it is out of memory (``torch.OutOfMemoryError`` from torch 2.5,
+#: ``torch.cuda.OutOfMemoryError`` before, the same class since); a RuntimeError.
+OutOfMemoryError: type[RuntimeError] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 #: int8 is not a dtype the network computes in: torch.int8 marks "the OpenVINO model quantised by NNCF".
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
@@ -28,11 +43,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto|cpu|cuda[:N]|mps`` to an available torch.device."""
     spec = (name or "auto").strip().lower()
     if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return _auto_device()
     if spec == "cpu":
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", spec)
@@ -46,12 +57,48 @@ def resolve_device(name: str = "auto") -> torch.device:
         count = torch.cuda.device_count()
         if index >= count:
             raise DeviceError(f"device {name!r} requested but only {count} CUDA device(s) exist")
+        free = cuda_free_memory(index)
+        if free < GPU_MIN_FREE_BYTES:
+            raise DeviceError(
+                f"device {name!r} has only {free // MB} MB free (seedark needs {GPU_MIN_FREE_BYTES // MB} MB): "
+                "free memory on it, or use another device"
+            )
         return torch.device("cuda", index)
     if spec == "mps":
         if not _mps_available():
             raise DeviceError("device 'mps' requested but Apple MPS is not available here")
         return torch.device("mps")
     raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def cuda_free_memory(index: int) -> int:
+    """Free memory of CUDA device ``index``, all processes counted (``cudaMemGetInfo``).
+
+    Asking creates this process's CUDA context on that device (a few hundred MB,
+    which the figure then already excludes).
+    """
+    free, _total = torch.cuda.mem_get_info(index)
+    return int(free)
+
+
+def _auto_device() -> torch.device:
+    """The CUDA device with the most free memory; MPS; the CPU (also when every GPU is nearly full)."""
+    if torch.cuda.is_available():
+        free = {i: cuda_free_memory(i) for i in range(torch.cuda.device_count())}
+        best = max(free, key=lambda i: (free[i], -i))  # ties: the lowest index
+        if free[best] >= GPU_MIN_FREE_BYTES:
+            if len(free) > 1:
+                log.debug("CUDA devices' free memory (MB): %s", {i: f // MB for i, f in free.items()})
+            return torch.device("cuda", best)
+        log.warning(
+            "every CUDA device is nearly full (%d MB free at most, %d MB needed): running on the CPU",
+            free[best] // MB,
+            GPU_MIN_FREE_BYTES // MB,
+        )
+        return torch.device("cpu")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -125,11 +172,22 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 
 def _mps_bf16() -> bool:
+    return bf16_convolves(torch.device("mps"))
+
+
+def bf16_convolves(device: torch.device) -> bool:
+    """Whether ``device`` runs the network's ops in bf16: a tiny convolution, pooling and
+    transposed convolution, since a bf16 tensor on the device does not show that its
+    convolution kernels take bf16."""
     try:
-        torch.zeros(1, dtype=torch.bfloat16, device="mps")
-    except (RuntimeError, TypeError):
+        x = torch.ones(1, 1, 4, 4, dtype=torch.bfloat16, device=device)
+        kernel = torch.ones(1, 1, 3, 3, dtype=torch.bfloat16, device=device)
+        y = F.max_pool2d(F.conv2d(x, kernel, padding=1), 2, 2, ceil_mode=True)
+        y = F.conv_transpose2d(y, torch.ones(1, 1, 2, 2, dtype=torch.bfloat16, device=device), stride=2)
+        # 9 ones under the 3x3 kernel at an inner pixel; the transposed conv copies it to its 2x2 block
+        return bool(float(y[0, 0, 1, 1]) == 9.0)
+    except (RuntimeError, TypeError, NotImplementedError):
         return False
-    return True
 
 
 def precision_name(dtype: torch.dtype) -> str:
@@ -140,13 +198,47 @@ def precision_name(dtype: torch.dtype) -> str:
 def available_memory(device: torch.device) -> int:
     """Bytes the next inference may use on ``device`` (free memory, not total)."""
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "mps":
-        try:
-            return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
-        except (AttributeError, RuntimeError):
-            pass
+        return _cuda_available(device.index if device.index is not None else torch.cuda.current_device())
     import psutil
 
-    return int(psutil.virtual_memory().available)
+    host = int(psutil.virtual_memory().available)
+    if device.type == "mps":
+        # Unified memory: the GPU's share is bounded by Metal's recommended working set (less what
+        # the process's Metal driver holds already, cache included) and by the RAM still free.
+        with contextlib.suppress(AttributeError, RuntimeError):  # torch.mps.recommended_max_memory: torch >= 2.3
+            metal = int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+            return max(0, min(metal, host))
+    return host
+
+
+def _cuda_available(index: int) -> int:
+    """Free memory of the device plus this process's cached blocks, within its memory-fraction cap.
+
+    ``torch.cuda.set_per_process_memory_fraction`` caps what the caching allocator may
+    reserve at ``fraction x total`` (its blocks cached but unused are reusable), so what
+    it can still hand out is ``fraction x total - allocated``.
+    """
+    free, total = torch.cuda.mem_get_info(index)
+    allocated = torch.cuda.memory_allocated(index)
+    cached = torch.cuda.memory_reserved(index) - allocated
+    # torch.cuda.get_per_process_memory_fraction: torch >= 2.5; before it, no cap can be read.
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _i: 1.0)(index)
+    return int(max(0, min(free + cached, fraction * total - allocated)))
+
+
+def release_memory(device: torch.device) -> None:
+    """Give the device's cached blocks back to its driver, for other processes (and, with
+    unified memory, for the host) to use between frames."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        with contextlib.suppress(AttributeError, RuntimeError):
+            torch.mps.empty_cache()
+
+
+def release_after_oom(device: torch.device) -> None:
+    """:func:`release_memory` after an out-of-memory error (call it once the exception and its
+    traceback are gone): garbage is collected first, since tensors of the failed tile
+    may be held by reference cycles."""
+    gc.collect()
+    release_memory(device)

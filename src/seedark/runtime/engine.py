@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 import numpy as np
 import torch
 
-from seedark.errors import UnsupportedSensorError, UsageError
+from seedark.errors import DeviceError, DeviceMemoryError, UnsupportedSensorError, UsageError
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
 from seedark.io.pixels import apply_orientation, sample_dtype
@@ -27,7 +27,14 @@ from seedark.models.registry import default_model_for
 from seedark.models.weights import LoadedWeights, load_weights
 from seedark.progress import ByteProgress, ProgressFn
 from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
-from seedark.runtime.devices import available_memory, resolve_device, resolve_precision
+from seedark.runtime.devices import (
+    OutOfMemoryError,
+    available_memory,
+    release_after_oom,
+    resolve_device,
+    resolve_precision,
+)
+from seedark.runtime.gpu import TileWork
 from seedark.runtime.tiling import TilePlan, iter_tiles, parse_tile, plan_for_budget, plan_tiles_fixed
 
 if TYPE_CHECKING:
@@ -160,8 +167,20 @@ class Engine:
         self.dtype = target.dtype
         self.spec = weights.spec
         self.source = weights.source
-        self.backend: Backend = select_backend(weights, self.device, self.dtype, backend)
-        self.info = EngineInfo(str(self.device), self.backend.precision, self.backend.name)
+        #: Bytes a tile's activations may take at most, learnt from an out-of-memory error
+        #: (:meth:`run`): every later frame plans within it.
+        self.memory_cap: float | None = None
+        try:
+            self.backend: Backend = select_backend(weights, self.device, self.dtype, backend)
+        except OutOfMemoryError as exc:
+            log.debug("out of memory loading the model on %s: %s", self.device, exc)
+        else:
+            self.info = EngineInfo(str(self.device), self.backend.precision, self.backend.name)
+            return
+        release_after_oom(self.device)  # outside the handler: the traceback no longer holds the weights
+        raise DeviceMemoryError(
+            f"out of memory on {self.device} loading the model: free memory on the device, or use --device cpu"
+        )
 
     @property
     def bytes_per_pixel(self) -> float:
@@ -190,6 +209,8 @@ class Engine:
             per_pixel = self.frame_bytes_per_pixel(bits, held_input)
             held = PROCESS_BYTES + self.backend.model_bytes + height * width * per_pixel + reserve
             budget = min(budget, max(AUTO_PEAK_TARGET - held, AUTO_MIN_BUDGET))
+        if self.memory_cap is not None:
+            budget = min(budget, self.memory_cap)
         return budget
 
     def plan(
@@ -208,9 +229,46 @@ class Engine:
         or packed per tile (a :class:`PackedFrame`), and ``reserve`` (see :meth:`tile_budget`).
         """
         if tile is not None:
-            return plan_tiles_fixed(height, width, tile)
+            plan = plan_tiles_fixed(height, width, tile)
+            if self.memory_cap is None or self._tile_bytes(plan) <= self.memory_cap:
+                return plan
+            # this --tile ran out of memory on an earlier frame: the tiles that ran then, at most
+            return plan_for_budget(height, width, self.memory_cap, self.bytes_per_pixel)
         budget = self.tile_budget(height, width, bits, held_input, reserve)
-        return plan_for_budget(height, width, budget, self.bytes_per_pixel)
+        plan = plan_for_budget(height, width, budget, self.bytes_per_pixel)
+        if self._tile_bytes(plan) > budget:
+            log.warning(
+                "no tiles fit the %.0f MB free on %s: the smallest (%dx%d packed px) do %.1fx the frame's work",
+                budget / 1e6,
+                self.device,
+                *plan.extent,
+                plan.pixels / (height * width),
+            )
+        return plan
+
+    def _tile_bytes(self, plan: TilePlan) -> float:
+        """What one tile of ``plan`` takes at the peak (:attr:`bytes_per_pixel` per packed pixel)."""
+        return plan.extent[0] * plan.extent[1] * self.bytes_per_pixel
+
+    def _smaller_plan(self, plan: TilePlan, height: int, width: int) -> TilePlan:
+        """After ``plan`` ran out of memory: the plan for half its tile's memory, a limit every later
+        frame keeps (:attr:`memory_cap`); a :class:`DeviceMemoryError` when no tiles are smaller."""
+        budget = self._tile_bytes(plan) / 2
+        smaller = plan_for_budget(height, width, budget, self.bytes_per_pixel)
+        if self._tile_bytes(smaller) >= self._tile_bytes(plan):
+            raise DeviceMemoryError(
+                f"out of memory on {self.device} even with the smallest tiles ({plan.extent[0]}x{plan.extent[1]} "
+                "packed px): free memory on the device, or use --device cpu"
+            )
+        self.memory_cap = budget
+        log.warning(
+            "out of memory on %s with tiles of %dx%d packed px: trying again with %d tile(s) of %dx%d",
+            self.device,
+            *plan.extent,
+            len(smaller.tiles),
+            *smaller.extent,
+        )
+        return smaller
 
     def _backend_for(self, height: int, width: int) -> Backend:
         # int8 was asked for by name: small frames get it too (its model is compiled anyway).
@@ -238,6 +296,10 @@ class Engine:
         quantise the float output (a 60 MP frame then holds 180 or 360 MB of output
         instead of 720 MB). ``tile``: None = auto, 0 = whole frame, N = core side in
         packed pixels. ``reserve``: bytes held elsewhere that ``auto`` leaves free.
+
+        When the device runs out of memory, what the failed tiles held is freed and the
+        frame runs again in tiles of half the memory (:meth:`_smaller_plan`; later
+        frames keep that limit); at the smallest tiles it is a :class:`DeviceMemoryError`.
         """
         if packed.ndim != 3 or packed.shape[2] != self.spec.in_channels:
             raise ValueError(f"expected H x W x {self.spec.in_channels} input, got {packed.shape}")
@@ -246,6 +308,25 @@ class Engine:
         b = self.spec.block
         plan = self.plan(h, w, tile, bits, held_input=not isinstance(packed, PackedFrame), reserve=reserve)
         backend = self._backend_for(h, w)
+        out = np.empty((h * b, w * b, 3), dtype=dtype)
+        try:
+            while not self._run_plan(backend, plan, packed, out, progress):
+                plan = self._smaller_plan(plan, h, w)
+        finally:
+            backend.release()
+        return out
+
+    def _run_plan(
+        self,
+        backend: Backend,
+        plan: TilePlan,
+        packed: np.ndarray | PackedFrame,
+        out: np.ndarray,
+        progress: ProgressFn | None,
+    ) -> bool:
+        """Every tile of ``plan`` into ``out``; False when the device ran out of memory (then freed again)."""
+        h, w, _ = packed.shape
+        b = self.spec.block
         log.debug(
             "%s: %d tile(s) of %dx%d packed px for a %dx%d frame (%.0f%% extra work for the overlaps)",
             backend.name,
@@ -255,14 +336,23 @@ class Engine:
             w,
             100 * (plan.pixels / (h * w) - 1),
         )
-        out = np.empty((h * b, w * b, 3), dtype=dtype)
+        work = (
+            TileWork(
+                packed[t.y0 : t.y1, t.x0 : t.x1],
+                out[t.cy0 * b : t.cy1 * b, t.cx0 * b : t.cx1 * b],
+                (t.cy0 - t.y0) * b,
+                (t.cx0 - t.x0) * b,
+            )
+            for t in iter_tiles(plan.tiles, progress)
+        )
         try:
-            for t in iter_tiles(plan.tiles, progress):
-                dest = out[t.cy0 * b : t.cy1 * b, t.cx0 * b : t.cx1 * b]
-                backend.run_tile(packed[t.y0 : t.y1, t.x0 : t.x1], dest, (t.cy0 - t.y0) * b, (t.cx0 - t.x0) * b)
-        finally:
-            backend.release()
-        return out
+            backend.run_tiles(work)
+        except OutOfMemoryError as exc:
+            log.debug("out of memory on %s: %s", self.device, exc)
+        else:
+            return True
+        release_after_oom(self.device)  # outside the handler: the traceback no longer holds the tile's tensors
+        return False
 
 
 def engine_for(sensor: str | None, options: EngineOptions) -> Engine:
@@ -343,7 +433,12 @@ def infer(
     check_fit(engine, prepared.sensor, prepared.path)
     if prepared.auto_ratio:
         log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
-    image = engine.run(prepared.packed, tile=tile, progress=progress, bits=bits, reserve=reserve)
+    try:
+        image = engine.run(prepared.packed, tile=tile, progress=progress, bits=bits, reserve=reserve)
+    except DeviceError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(exc.reason, prepared.path) from None  # the file it happened on, like every error
     image = image[: prepared.height, : prepared.width]  # odd Bayer sizes were extended by one row/column
     return apply_orientation(image, prepared.flip)
 
