@@ -47,6 +47,7 @@ GB = 1e9
 GiB = 1 << 30
 FRAME_12MP = (2848, 4256)  # a7S II
 FRAME_60MP = (6336, 9504)  # a7R IV
+FRAME_BATCH = (1424, 2128)  # 3 MP each
 PARITY_TOLERANCE = 1e-4
 MIN_REDUCED_PSNR = 30.0  # random weights amplify rounding; a broken kernel gives far less
 CPU_AGREEMENT = 1e-3  # GPU fp32 vs CPU fp32 on full-width random weights: summation order only
@@ -98,7 +99,7 @@ def write_frames(folder: Path) -> dict[str, Path]:
     batch = folder / "batch"
     batch.mkdir()
     for i in range(6):
-        write_dng(batch / f"night{i}.dng", dark_mosaic(1424, 2128, seed=10 + i))
+        write_dng(batch / f"night{i}.dng", dark_mosaic(*FRAME_BATCH, seed=10 + i))
     frames["batch"] = batch
     return frames
 
