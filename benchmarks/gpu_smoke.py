@@ -204,6 +204,7 @@ def check_12mp(ctx: dict[str, Any]) -> list[Row]:
     peak = torch.cuda.max_memory_allocated()
     ctx["reference12"] = reference
     cpu = Engine(ctx["weights"], device="cpu", precision="fp32")
+    cpu.run(prepared.packed)  # OpenVINO, where installed, converts and compiles on the first frame
     cpu_seconds, on_cpu = gpu_seconds(lambda: cpu.run(prepared.packed))
     diff = float(np.abs(on_cpu - reference).max())
     measured = f"GPU {seconds:.2f} s, peak {peak / GB:.2f} GB; CPU ({cpu.info.backend}) {cpu_seconds:.1f} s; "
