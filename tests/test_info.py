@@ -70,6 +70,9 @@ def test_prints_the_files_metadata(tmp_path: Path, capsys: pytest.CaptureFixture
         "taken": "2024:02:29 23:59:58",
         "auto ratio": "x10.0 (range 1-300)",  # 0.12 / 0.012
         "model": "sony (the default model, sony, suits this sensor)",
+        # the file's matrix is the a7S II's (rawgen's default for a Bayer file): the model's own colours
+        "colour data": "DNG ColorMatrix1 (D65)",
+        "colour map": "none: this is the sony model's camera (Sony a7S II)",
     }
     # labels padded to the longest one ("output size:") plus a space
     assert "auto ratio:  x10.0 (range 1-300)\n" in out

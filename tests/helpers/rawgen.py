@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from seedark.io.dng import A7S2_COLOR_MATRIX, CFA_PATTERNS, Photometric, cfa_array, dng_layout
+from seedark.io.dng import A7S2_COLOR_MATRIX, CFA_PATTERNS, D65, Calibration, Photometric, cfa_array, dng_layout
 from seedark.io.metadata import CameraMetadata
 
 # A Fujifilm X-Trans layout (6x6, colour indices as above).
@@ -31,6 +31,12 @@ XTRANS_PATTERN = np.array(
     ],
     dtype=np.uint8,
 )
+
+# Adobe's D65 matrix (XYZ -> camera) of the Fujifilm X-T2, the camera of the official Fuji
+# model: LibRaw's colour table (src/tables/colordata.cpp, "X-T2", the same for the X-T20).
+XT2_COLOR_MATRIX = (1.1434, -0.4948, -0.1210, -0.3746, 1.2042, 0.1903, -0.0666, 0.1479, 0.5235)
+#: write_dng's colour matrix when none is given: the camera of the model for that sensor.
+DEFAULT_MATRIX = object()
 
 # DNG / TIFF tags the crafted files below patch.
 _IMAGE_WIDTH = 256
@@ -63,9 +69,11 @@ def write_dng(
     white_level: int = 16383,
     orientation: int = 1,
     as_shot_neutral: Sequence[float] = (0.5, 1.0, 0.7),
-    color_matrix: Sequence[float] = A7S2_COLOR_MATRIX,
+    color_matrix: Sequence[float] | object | None = DEFAULT_MATRIX,
     photometric: Photometric = "cfa",
     strings: Mapping[int, bytes] | None = None,
+    illuminant: int = D65,
+    color_matrix2: Calibration | None = None,
     **camera: Any,
 ) -> Path:
     """Write ``mosaic`` as an uncompressed DNG and return its path.
@@ -80,8 +88,14 @@ def write_dng(
     :class:`CameraMetadata` in place of :data:`SAMPLE_METADATA`'s (``make``, ``iso``...,
     None to leave one out); among them ``tags``, more tags (GPS, Artist, Copyright,
     UserComment...) in IFD0, the Exif or the GPS IFD, and ``xmp``, an XMP packet written
-    as it is into IFD0's tag 700.
+    as it is into IFD0's tag 700. ``color_matrix``: ColorMatrix1 (XYZ -> camera) calibrated
+    under ``illuminant`` (21 = D65); by default the camera of the model for the sensor (the
+    a7S II's for Bayer, the X-T2's for X-Trans); None writes none. ``color_matrix2``:
+    (illuminant, matrix) of a second one.
     """
+    if color_matrix is DEFAULT_MATRIX:
+        xtrans = photometric == "cfa" and not isinstance(cfa, str) and np.asarray(cfa).shape == (6, 6)
+        color_matrix = XT2_COLOR_MATRIX if xtrans else A7S2_COLOR_MATRIX
     meta = replace(SAMPLE_METADATA, **{**camera, "tags": tuple(camera.get("tags", ()))})
     layout = dng_layout(
         mosaic,
@@ -91,10 +105,12 @@ def write_dng(
         orientation=orientation,
         metadata=meta,
         as_shot_neutral=as_shot_neutral,
-        color_matrix=color_matrix,
+        color_matrix=color_matrix,  # type: ignore[arg-type]
         photometric=photometric,
         software="seedark tests/rawgen.py",
         strings=strings,
+        illuminant=illuminant,
+        color_matrix2=color_matrix2,
     )
     out = Path(path)
     with open(out, "wb") as fh:  # not atomic, unlike seedark.io.dng.write_dng: tests overwrite freely
@@ -204,6 +220,7 @@ __all__ = [
     "A7S2_COLOR_MATRIX",
     "CFA_PATTERNS",
     "SAMPLE_METADATA",
+    "XT2_COLOR_MATRIX",
     "XTRANS_PATTERN",
     "IfdEntry",
     "cfa_array",

@@ -104,6 +104,15 @@ def engine_options(f: Any) -> Any:
             show_default="auto, or $SEEDARK_ENGINE",
             help="Inference back end; auto uses OpenVINO on the CPU when installed (pip install 'seedark[openvino]').",
         ),
+        click.option(
+            "--match-sensor/--no-match-sensor",
+            "match_sensor",
+            default=True,
+            show_default=True,
+            help="Map each file's colours to those of the camera the model was trained on (from both colour "
+            "matrices) before the network; --no-match-sensor passes the camera's values unchanged "
+            "(docs/cameras.md).",
+        ),
     ]
     f = verbosity_options(f)  # applied first, so listed last in --help
     for option in reversed(options):

@@ -56,6 +56,7 @@ def eval_command(
     precision: str,
     backend: str,
     tile: str | int | None,
+    match_sensor: bool,
     cluster: str | None,
     workers: int | None,
 ) -> None:
@@ -81,6 +82,7 @@ def eval_command(
         precision=precision,
         backend=backend,
         tile=tile,
+        match_sensor=match_sensor,
         cache_dir=cache_dir,
         limit=limit,
         on_image=show,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from seedark.errors import UnsupportedSensorError, UsageError
+from seedark.frames.sensormatch import match_colours
 from seedark.io.raw import RawFrame
 
 
@@ -155,7 +156,9 @@ class PackedFrame:
     at a time, and a 60 MP frame holds 120 MB instead of 241 MB while its tiles
     run. A window is computed with the same arithmetic as :func:`pack_bayer` /
     :func:`pack_xtrans` and :func:`amplify`, so its values are bit-identical to
-    the same window of the whole packed frame.
+    the same window of the whole packed frame. With ``match`` (a 3 x 3 map, see
+    :mod:`seedark.frames.sensormatch`), each window's colours are matched to the model's
+    camera between packing and amplification.
 
     Acts as a read-only ``H x W x C`` float32 array for ``shape``, ``ndim``,
     ``dtype``, ``len``, indexing (``[y0:y1, x0:x1]`` computes only that window)
@@ -165,10 +168,11 @@ class PackedFrame:
     dtype = np.dtype(np.float32)
     ndim = 3
 
-    def __init__(self, frame: RawFrame, ratio: float) -> None:
+    def __init__(self, frame: RawFrame, ratio: float, match: np.ndarray | None = None) -> None:
         amplify(np.zeros(1, dtype=np.float32), ratio)  # the same check of ratio, before any work
         self.frame = frame
         self.ratio = ratio
+        self.match = None if match is None else np.array(match, dtype=np.float64).reshape(3, 3)
         if frame.sensor == "bayer":
             bayer_offsets(frame.pattern)  # refuse a non-Bayer 2x2 pattern now, not at the first tile
             self.shape: tuple[int, int, int] = ((frame.height + 1) // 2, (frame.width + 1) // 2, 4)
@@ -200,7 +204,13 @@ class PackedFrame:
             packed = _pack_xtrans_window(self.frame, ey0, ey1, ex0, ex1)
             if (ey0, ey1, ex0, ex1) != (y0, y1, x0, x1):
                 packed = np.ascontiguousarray(packed[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0])
+        if self.match is not None:
+            match_colours(packed, self.match, self.frame.sensor)
         return amplify(packed, self.ratio, out=packed)
+
+    def matched(self, match: np.ndarray) -> PackedFrame:
+        """The same frame and ratio, its colours mapped by ``match`` (3 x 3) before amplification."""
+        return PackedFrame(self.frame, self.ratio, match)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) for k in key):
@@ -217,7 +227,8 @@ class PackedFrame:
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
-        return f"PackedFrame({self.frame.path.name}, {self.frame.sensor}, x{self.ratio:g}, shape={self.shape})"
+        matched = "" if self.match is None else ", colours matched"
+        return f"PackedFrame({self.frame.path.name}, {self.frame.sensor}, x{self.ratio:g}{matched}, shape={self.shape})"
 
 
 def pack(frame: RawFrame) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from seedark.frames.exposure import auto_ratio, parse_ratio
 from seedark.frames.packing import PackedFrame, sensor_area
+from seedark.io.colormatrix import ColorMatrix
 from seedark.io.metadata import CameraMetadata
 from seedark.io.raw import RawFrame, read_raw
 
@@ -33,6 +34,8 @@ class Prepared:
     flip: int
     camera: CameraMetadata = field(default_factory=CameraMetadata)
     camera_wb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: The file's colour matrix (seedark.io.colormatrix), for matching it to the model's camera.
+    color_matrix: ColorMatrix | None = None
 
 
 def prepare(frame: RawFrame, ratio: float | str | None = "auto") -> Prepared:
@@ -46,7 +49,17 @@ def prepare_parsed(frame: RawFrame, given: float | None) -> Prepared:
     packed = PackedFrame(frame, value)
     _, _, h, w = sensor_area(frame)
     return Prepared(
-        frame.path, frame.sensor, packed, value, given is None, h, w, frame.flip, frame.camera, frame.camera_wb
+        frame.path,
+        frame.sensor,
+        packed,
+        value,
+        given is None,
+        h,
+        w,
+        frame.flip,
+        frame.camera,
+        frame.camera_wb,
+        frame.color_matrix,
     )
 
 

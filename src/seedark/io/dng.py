@@ -66,12 +66,15 @@ BLACK_LEVEL_REPEAT_DIM = 50713
 BLACK_LEVEL = 50714
 WHITE_LEVEL = 50717
 COLOR_MATRIX1 = 50721
+COLOR_MATRIX2 = 50722
 AS_SHOT_NEUTRAL = 50728
 CALIBRATION_ILLUMINANT1 = 50778
+CALIBRATION_ILLUMINANT2 = 50779
 
 _PHOTOMETRIC_CFA = 32803
 _PHOTOMETRIC_LINEAR_RAW = 34892
-_D65 = 21
+D65 = 21
+STANDARD_LIGHT_A = 17
 _STRIP_BYTES = 64 << 10
 
 
@@ -127,12 +130,18 @@ def _add_levels(ifd: Ifd, black_level: int | Sequence[int], white_level: int, sa
     ifd.long(WHITE_LEVEL, [white_level] * samples)
 
 
-def _add_colour(ifd: Ifd, color_matrix: Sequence[float], as_shot_neutral: Sequence[float]) -> None:
-    if len(color_matrix) != 9 or len(as_shot_neutral) != 3:
-        raise ValueError("color_matrix takes 9 values and as_shot_neutral 3")
-    ifd.srational(COLOR_MATRIX1, [_fraction(v) for v in color_matrix])
+#: A DNG calibration: (CalibrationIlluminant, its 9-value ColorMatrix, XYZ -> camera).
+Calibration = tuple[int, Sequence[float]]
+
+
+def _add_colour(ifd: Ifd, calibrations: Sequence[Calibration], as_shot_neutral: Sequence[float]) -> None:
+    if len(calibrations) > 2 or any(len(m) != 9 for _, m in calibrations) or len(as_shot_neutral) != 3:
+        raise ValueError("up to two colour matrices of 9 values each, and as_shot_neutral 3")
+    tags = ((COLOR_MATRIX1, CALIBRATION_ILLUMINANT1), (COLOR_MATRIX2, CALIBRATION_ILLUMINANT2))
+    for (matrix_tag, light_tag), (illuminant, matrix) in zip(tags, calibrations, strict=False):
+        ifd.srational(matrix_tag, [_fraction(v) for v in matrix])
+        ifd.short(light_tag, illuminant)
     ifd.rational(AS_SHOT_NEUTRAL, [_fraction(v) for v in as_shot_neutral])
-    ifd.short(CALIBRATION_ILLUMINANT1, _D65)
 
 
 def dng_layout(
@@ -144,9 +153,11 @@ def dng_layout(
     orientation: int = 1,
     metadata: CameraMetadata | None = None,
     as_shot_neutral: Sequence[float] = (0.5, 1.0, 0.7),
-    color_matrix: Sequence[float] = A7S2_COLOR_MATRIX,
+    color_matrix: Sequence[float] | None = A7S2_COLOR_MATRIX,
     photometric: Photometric = "cfa",
     software: str = "seedark",
+    illuminant: int = D65,
+    color_matrix2: Calibration | None = None,
     strings: Mapping[int, bytes] | None = None,
 ) -> TiffLayout:
     """The DNG file of ``mosaic`` (uint16), ready to write.
@@ -155,7 +166,9 @@ def dng_layout(
     2x2/6x6 array of colour indices 0 R, 1 G, 2 B); 'linear' (LinearRaw, HxWx3 RGB
     samples); 'mono' (LinearRaw, HxW, one sample). ``black_level`` is one value or
     four, one per 2x2 position in row-major order (CFA only). ``orientation`` is the
-    TIFF Orientation (1..8). ``metadata``: Make, Model and the Exif IFD. ``strings``:
+    TIFF Orientation (1..8). ``color_matrix``: ColorMatrix1 (XYZ -> camera), calibrated
+    under ``illuminant`` (an EXIF LightSource code, D65 = 21), None for no matrix at all;
+    ``color_matrix2``: (illuminant, matrix) of a second one. ``metadata``: Make, Model and the Exif IFD. ``strings``:
     ASCII tags put into IFD0 with exactly these bytes, replacing any written from the
     other arguments (hostile names for the sanitiser's tests).
     """
@@ -190,7 +203,8 @@ def dng_layout(
     ifd.byte(DNG_BACKWARD_VERSION, [1, 1, 0, 0])
     ifd.ascii(UNIQUE_CAMERA_MODEL, f"{make} {model}")
     if photometric != "mono":
-        _add_colour(ifd, color_matrix, as_shot_neutral)
+        first = [] if color_matrix is None else [(illuminant, color_matrix)]
+        _add_colour(ifd, first + ([color_matrix2] if color_matrix2 is not None else []), as_shot_neutral)
     if meta.datetime_original:
         ifd.ascii(DATETIME, meta.datetime_original)
     # A raw file has no output colour space, so no ColorSpace tag.
@@ -224,4 +238,4 @@ def write_dng(
     return final
 
 
-__all__ = ["A7S2_COLOR_MATRIX", "CFA_PATTERNS", "cfa_array", "dng_layout", "write_dng"]
+__all__ = ["A7S2_COLOR_MATRIX", "CFA_PATTERNS", "D65", "STANDARD_LIGHT_A", "cfa_array", "dng_layout", "write_dng"]

@@ -24,6 +24,7 @@ import numpy as np
 
 from seedark import config
 from seedark.errors import RawReadError, UnsupportedSensorError
+from seedark.io.colormatrix import ColorMatrix, file_color_matrix
 from seedark.io.exifread import read_open_metadata
 from seedark.io.metadata import CameraMetadata
 
@@ -76,6 +77,8 @@ class RawFrame:
     camera: CameraMetadata = field(default_factory=CameraMetadata)
     #: As-shot white balance multipliers (R, G, B), green = 1; for previews only.
     camera_wb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: How the camera records colours (XYZ D65 -> camera, seedark.io.colormatrix); None if unknown.
+    color_matrix: ColorMatrix | None = None
 
     @property
     def height(self) -> int:
@@ -343,6 +346,7 @@ def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans"), max_p
             flip = int(raw.sizes.flip)
             camera = _merge_metadata(read_open_metadata(fh, p), raw)
             camera_wb = _white_balance(raw)
+            color = file_color_matrix(fh, getattr(raw, "rgb_xyz_matrix", None))
     except (UnsupportedSensorError, RawReadError):
         raise
     except rawpy.LibRawFileUnsupportedError as exc:
@@ -358,7 +362,7 @@ def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans"), max_p
         raise RawReadError(f"image area {mosaic.shape} is too small", p)
     if white <= float(black.max()):
         raise RawReadError(f"white level {white} is not above the black level {float(black.max()):g}", p)
-    return RawFrame(p, mosaic, letters, sensor, black, white, flip, camera, camera_wb)
+    return RawFrame(p, mosaic, letters, sensor, black, white, flip, camera, camera_wb, color)
 
 
 def _white_balance(raw: object) -> tuple[float, float, float]:

@@ -18,6 +18,7 @@ that use it read ``registry.MODELS`` when called.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -53,11 +54,64 @@ class ModelRecord:
     sensor: str
     files: tuple[SourceFile, ...]
     homepage: str
+    #: How the camera the network was trained on records colours: XYZ (D65) -> camera RGB,
+    #: 9 values row-major, in the Adobe DNG convention (seedark.io.colormatrix); None if unknown.
+    color_matrix: tuple[float, ...] | None = None
+    color_matrix_source: str = ""
+
+    @property
+    def camera(self) -> ModelCamera | None:
+        """The camera the network was trained on, for matching other sensors to it (docs/cameras.md)."""
+        if self.color_matrix is None:
+            return None
+        return ModelCamera(self.sensor.split(" (")[0], self.color_matrix, self.color_matrix_source)
 
     @property
     def download_size(self) -> int | None:
         sizes = [f.size for f in self.files]
         return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+
+
+@dataclass(frozen=True)
+class ModelCamera:
+    """The camera a model's training data came from: its name and colour matrix (XYZ D65 -> camera)."""
+
+    name: str
+    matrix: tuple[float, ...]  # 9 values, row-major
+    source: str  # where the matrix was published
+
+
+#: Metadata keys of a weights file that name its camera (seedark's safetensors header):
+#: the camera's name and its XYZ (D65) -> camera matrix as 9 comma-separated numbers.
+CAMERA_KEY = "camera"
+CAMERA_MATRIX_KEY = "camera_matrix"
+#: The cache's weights name the registry model they were converted from (seedark.models.cache).
+MODEL_KEY = "seedark_model"
+
+
+def camera_metadata(camera: ModelCamera) -> dict[str, str]:
+    """The metadata that makes a weights file name ``camera`` (:func:`model_camera` reads it back)."""
+    return {
+        CAMERA_KEY: camera.name,
+        CAMERA_MATRIX_KEY: ",".join(repr(float(v)) for v in camera.matrix),
+    }
+
+
+def model_camera(metadata: Mapping[str, str]) -> ModelCamera | None:
+    """The camera a network was trained on, from its weights' metadata: an explicit
+    ``camera_matrix``, else the registry entry of the model the cache converted it from;
+    None when neither says (the weights' camera is then unknown)."""
+    text = metadata.get(CAMERA_MATRIX_KEY)
+    if text is not None:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            return None
+        if len(values) != 9 or not all(math.isfinite(v) for v in values):
+            return None
+        return ModelCamera(metadata.get(CAMERA_KEY) or "the weights' camera", values, "the weights file's metadata")
+    record = MODELS.get(metadata.get(MODEL_KEY, ""))
+    return record.camera if record is not None else None
 
 
 def drive_urls(file_id: str) -> tuple[str, ...]:
@@ -100,6 +154,10 @@ MODELS: Mapping[str, ModelRecord] = MappingProxyType(
                 "1wmx7AM6XWHjHIvpErmIouQgbQoMxAymG",
             ),
             homepage=OFFICIAL_REPO,
+            # Adobe's D65 matrix of the ILCE-7S / ILCE-7SM2 (Adobe DNG Converter), as LibRaw's
+            # colour table (src/tables/colordata.cpp, "ILCE-7S") and dcraw's adobe_coeff give it.
+            color_matrix=(0.5838, -0.1430, -0.0246, -0.3497, 1.1477, 0.2297, -0.0748, 0.1885, 0.5778),
+            color_matrix_source="Adobe DNG Converter, via LibRaw's colour table (ILCE-7S, ILCE-7SM2)",
         ),
         "fuji": ModelRecord(
             name="fuji",
@@ -115,6 +173,10 @@ MODELS: Mapping[str, ModelRecord] = MappingProxyType(
                 "1PX5wA89d-JLmwQHqpBnyTYJxDVzC1gpt",
             ),
             homepage=OFFICIAL_REPO,
+            # LibRaw's colour table (src/tables/colordata.cpp, "X-T2": the same for the X-T20),
+            # Adobe DNG Converter's D65 matrix.
+            color_matrix=(1.1434, -0.4948, -0.1210, -0.3746, 1.2042, 0.1903, -0.0666, 0.1479, 0.5235),
+            color_matrix_source="Adobe DNG Converter, via LibRaw's colour table (X-T2, X-T20)",
         ),
     }
 )
@@ -148,10 +210,13 @@ __all__ = [
     "DEFAULT_MODEL",
     "INDEX_NAME",
     "MODELS",
+    "ModelCamera",
     "ModelRecord",
     "SourceFile",
+    "camera_metadata",
     "default_model_for",
     "drive_urls",
     "drive_view_url",
     "get_record",
+    "model_camera",
 ]

@@ -230,7 +230,14 @@ class _BatchRun:
             self._top_up(prefetch_depth(engine))  # decode ahead while this frame runs
         try:
             reserve = held_besides(prepared, job.plan.bits, len(self.pending), writing=not big)
-            image = infer(prepared, engine, tile=self.options.tile, bits=job.plan.bits, reserve=reserve)
+            image = infer(
+                prepared,
+                engine,
+                tile=self.options.tile,
+                bits=job.plan.bits,
+                reserve=reserve,
+                match_sensor=self.options.match_sensor,
+            )
         except (SeedarkError, RuntimeError, MemoryError) as exc:
             self._fail(job, exc)
             return

@@ -53,13 +53,16 @@ def enhance(
     amplification (reference exposure / this exposure), or ``"auto"`` to estimate it
     from the frame (seedark.frames.exposure). Without ``weights``, ``model`` or
     ``engine``, the model matching the sensor is used (sony / fuji).
+    ``match_sensor`` (default True): the file's colours are mapped to those of the
+    model's camera first (docs/cameras.md).
     """
     given = parse_ratio(ratio)
     settings = EngineOptions.from_kwargs(**options)
     frame = source if isinstance(source, RawFrame) else read_raw(source)
     if engine is None:
         engine = engine_for(frame.sensor, settings)
-    return infer(prepare_parsed(frame, given), engine, tile=settings.tile, progress=settings.progress)
+    prepared = prepare_parsed(frame, given)
+    return infer(prepared, engine, tile=settings.tile, progress=settings.progress, match_sensor=settings.match_sensor)
 
 
 def enhance_file(
@@ -91,7 +94,14 @@ def enhance_file(
         engine = engine_for(frame.sensor, settings)
     prepared = prepare_parsed(frame, given)
     del frame
-    image = infer(prepared, engine, tile=settings.tile, progress=settings.progress, bits=plan.bits)
+    image = infer(
+        prepared,
+        engine,
+        tile=settings.tile,
+        progress=settings.progress,
+        bits=plan.bits,
+        match_sensor=settings.match_sensor,
+    )
     with folder_for(plan.path):
         return write_result(plan, image, prepared, block=engine.spec.block)
 

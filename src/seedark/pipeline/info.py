@@ -8,9 +8,10 @@ from pathlib import Path
 
 from seedark.frames.exposure import RATIO_RANGE, auto_ratio
 from seedark.frames.packing import sensor_area
-from seedark.io.raw import read_raw
+from seedark.frames.sensormatch import format_transform, sensor_transform
+from seedark.io.raw import RawFrame, read_raw
 from seedark.io.text import printable
-from seedark.models.registry import default_model_for
+from seedark.models.registry import MODELS, ModelCamera, default_model_for
 
 
 def _exposure(seconds: float | None) -> str:
@@ -46,6 +47,24 @@ class RawInfo:
     auto_ratio: float
     ratio_range: tuple[float, float]
     default_model: str  # the model enhance uses for this sensor without --model/--weights
+    #: The file's colour matrix, XYZ (D65) -> camera, 9 values row-major, and where it was found
+    #: (docs/cameras.md); None when neither the file nor LibRaw's table has one.
+    color_matrix: list[float] | None = None
+    color_matrix_source: str | None = None
+    #: The camera the default model was trained on, and T, the 3 x 3 map of this file's colours
+    #: to that camera's (None: no map, the model's own camera or a matrix unknown).
+    model_camera: str | None = None
+    sensor_match: list[list[float]] | None = None
+
+    def _colour_map(self) -> str:
+        model = f"the {self.default_model} model's camera ({self.model_camera})"
+        if self.model_camera is None:
+            return f"none: the {self.default_model} model's camera is unknown"
+        if self.color_matrix is None:
+            return "none: no colour matrix is known for this camera (its values pass unchanged)"
+        if self.sensor_match is None:
+            return f"none: this is {model}"
+        return f"T = {format_transform(self.sensor_match)}, to {model}"
 
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) rows in display order, every value made printable."""
@@ -72,6 +91,8 @@ class RawInfo:
                 f"{suits} (the default model, sony, {'suits' if suits == 'sony' else 'does not suit'} this sensor"
                 + (")" if suits == "sony" else f"; {suits} is used automatically)"),
             ),
+            ("colour data", self.color_matrix_source or "unknown (neither the file nor LibRaw's table has a matrix)"),
+            ("colour map", self._colour_map()),
         ]
         return [(label, printable(value)) for label, value in rows]
 
@@ -81,6 +102,7 @@ def raw_info(path: str | os.PathLike[str]) -> RawInfo:
     frame = read_raw(path)
     cam = frame.camera
     _, _, h, w = sensor_area(frame)
+    camera = MODELS[default_model_for(frame.sensor)].camera
     out_h, out_w = (w, h) if frame.flip & 4 else (h, w)
     return RawInfo(
         file=str(Path(path)),
@@ -101,7 +123,19 @@ def raw_info(path: str | os.PathLike[str]) -> RawInfo:
         auto_ratio=float(auto_ratio(frame)),
         ratio_range=(float(RATIO_RANGE[0]), float(RATIO_RANGE[1])),
         default_model=default_model_for(frame.sensor),
+        color_matrix=list(frame.color_matrix.matrix) if frame.color_matrix is not None else None,
+        color_matrix_source=frame.color_matrix.source if frame.color_matrix is not None else None,
+        model_camera=camera.name if camera is not None else None,
+        sensor_match=_sensor_match(frame, camera),
     )
+
+
+def _sensor_match(frame: RawFrame, camera: ModelCamera | None) -> list[list[float]] | None:
+    """T, the map of the file's colours to ``camera``'s; None for no map (its own camera, or a matrix unknown)."""
+    if frame.color_matrix is None or camera is None:
+        return None
+    transform = sensor_transform(frame.color_matrix, camera)
+    return transform.tolist() if transform is not None else None
 
 
 def describe(path: str | os.PathLike[str]) -> list[tuple[str, str]]:

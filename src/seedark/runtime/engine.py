@@ -21,9 +21,10 @@ import torch
 from seedark.errors import DeviceError, DeviceMemoryError, UnsupportedSensorError, UsageError
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
+from seedark.frames.sensormatch import camera_name, matched_input
 from seedark.io.pixels import apply_orientation, sample_dtype
 from seedark.models.cache import check_model, load_model
-from seedark.models.registry import default_model_for
+from seedark.models.registry import default_model_for, model_camera
 from seedark.models.weights import LoadedWeights, load_weights
 from seedark.progress import ByteProgress, ProgressFn
 from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
@@ -94,6 +95,7 @@ class EngineKwargs(LoadKwargs, total=False):
     weights: str | os.PathLike[str] | LoadedWeights | None
     tile: str | int | None
     progress: ProgressFn | None
+    match_sensor: bool
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,11 @@ class EngineOptions:
     """Which network runs, where and how: the options every command that enhances shares.
 
     One object instead of the same keywords in every signature (``--weights``, ``--model``,
-    ``--device``, ``--precision``, ``--engine`` → ``backend``, ``--tile``, and the progress
-    callbacks). Build it with :meth:`from_kwargs`, which checks what can be checked without
-    torch or the file: ``tile`` is stored parsed (None = auto, 0 = whole frame, N = core side).
+    ``--device``, ``--precision``, ``--engine`` → ``backend``, ``--tile``, ``--no-match-sensor``
+    → ``match_sensor``, and the progress callbacks). Build it with :meth:`from_kwargs`, which
+    checks what can be checked without torch or the file: ``tile`` is stored parsed (None =
+    auto, 0 = whole frame, N = core side). ``match_sensor``: map each file's colours to the
+    model's camera (seedark.frames.sensormatch; docs/cameras.md).
     """
 
     weights: str | os.PathLike[str] | LoadedWeights | None = None
@@ -114,6 +118,7 @@ class EngineOptions:
     tile: int | None = None
     progress: ProgressFn | None = None
     download_progress: ByteProgress | None = None
+    match_sensor: bool = True
 
     @classmethod
     def from_kwargs(cls, **kwargs: Unpack[EngineKwargs]) -> EngineOptions:
@@ -167,6 +172,10 @@ class Engine:
         self.dtype = target.dtype
         self.spec = weights.spec
         self.source = weights.source
+        #: The camera the network was trained on (its weights say which), for sensor matching.
+        self.camera = model_camera(weights.metadata)
+        #: What the log has said about sensor matching: each message once per engine, not per file.
+        self.said: set[str] = set()
         #: Bytes a tile's activations may take at most, learnt from an out-of-memory error
         #: (:meth:`run`): every later frame plans within it.
         self.memory_cap: float | None = None
@@ -413,6 +422,20 @@ def check_fit(engine: Engine, sensor: str, path: Path) -> None:
         )
 
 
+def matched_for(prepared: Prepared, engine: Engine) -> PackedFrame:
+    """The frame's input with its colours matched to the camera ``engine``'s network was trained on
+    (seedark.frames.sensormatch): unchanged for that camera's own files and where a matrix is unknown."""
+    cam = prepared.camera
+    return matched_input(
+        prepared.packed,
+        prepared.color_matrix,
+        engine.camera,
+        camera=camera_name(cam.make, cam.model),
+        model_name=engine.camera.name if engine.camera is not None else str(engine.source),
+        said=engine.said,
+    )
+
+
 def infer(
     prepared: Prepared,
     engine: Engine,
@@ -421,6 +444,7 @@ def infer(
     progress: ProgressFn | None = None,
     bits: int | None = None,
     reserve: int = 0,
+    match_sensor: bool = True,
 ) -> np.ndarray:
     """Network output for a prepared frame, cropped and oriented: H x W x 3 in [0, 1].
 
@@ -428,13 +452,15 @@ def infer(
     holds, quantised tile by tile, so the float image never exists in full. The
     result is a view (orientation is applied by strides, not copied). ``tile``: as
     :func:`parse_tile` returns it (None = auto). ``reserve``: bytes the caller holds
-    elsewhere, which ``--tile auto`` leaves free.
+    elsewhere, which ``--tile auto`` leaves free. ``match_sensor``: the file's colours are
+    mapped to the model's camera first (:func:`matched_for`).
     """
     check_fit(engine, prepared.sensor, prepared.path)
     if prepared.auto_ratio:
         log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
+    packed = matched_for(prepared, engine) if match_sensor else prepared.packed
     try:
-        image = engine.run(prepared.packed, tile=tile, progress=progress, bits=bits, reserve=reserve)
+        image = engine.run(packed, tile=tile, progress=progress, bits=bits, reserve=reserve)
     except DeviceError as exc:
         if exc.path is not None:
             raise
@@ -457,5 +483,6 @@ __all__ = [
     "engine_for",
     "infer",
     "load_engine",
+    "matched_for",
     "parse_tile",
 ]

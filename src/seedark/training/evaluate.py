@@ -193,10 +193,11 @@ def score_pair(
     references: _LastGroundTruth,
     image_dir: Path | None = None,
     progress: ProgressFn | None = None,
+    match_sensor: bool = True,
 ) -> ImageScore:
     """One pair enhanced and scored (and, with ``image_dir``, its output written there as a PNG)."""
     frame = read_raw(pair.short)
-    output = infer(prepare(frame, pair.ratio), engine, tile=tile, progress=progress)
+    output = infer(prepare(frame, pair.ratio), engine, tile=tile, progress=progress, match_sensor=match_sensor)
     gt, gt_flip = references.get(pair.long)
     ref, out = align_ground_truth(gt, gt_flip, frame, output)
     value_psnr, value_ssim = score_image(ref, out)
@@ -224,14 +225,18 @@ def evaluate_pairs(
     image_dir: Path | None = None,
     on_image: Callable[[ImageScore], None] | None = None,
     progress: ProgressFn | None = None,
+    match_sensor: bool = True,
 ) -> list[ImageScore]:
-    """Score every pair; with ``image_dir``, also write each output as an 8-bit PNG there."""
+    """Score every pair; with ``image_dir``, also write each output as an 8-bit PNG there.
+    ``match_sensor``: each file's colours are mapped to the model's camera (docs/cameras.md)."""
 
     tile = parse_tile(tile)
     references = _LastGroundTruth(cache)
     scores: list[ImageScore] = []
     for done, pair in enumerate(pairs, 1):
-        score = score_pair(pair, engine, tile=tile, references=references, image_dir=image_dir)
+        score = score_pair(
+            pair, engine, tile=tile, references=references, image_dir=image_dir, match_sensor=match_sensor
+        )
         scores.append(score)
         if on_image is not None:
             on_image(score)
@@ -303,6 +308,7 @@ def evaluate(
             image_dir=image_dir,
             on_image=on_image,
             progress=options.progress,
+            match_sensor=options.match_sensor,
         )
     report = EvalReport(
         scores,
@@ -338,7 +344,13 @@ def score_on_worker(
         context.state["references"] = references
     engine = context.engine(None)
     score = score_pair(
-        pair, engine, tile=context.options.tile, references=references, image_dir=image_dir, progress=context.progress
+        pair,
+        engine,
+        tile=context.options.tile,
+        references=references,
+        image_dir=image_dir,
+        progress=context.progress,
+        match_sensor=context.options.match_sensor,
     )
     return index, score, _Used(str(engine.source), engine.info.device, engine.info.precision)
 
