@@ -86,9 +86,9 @@ class Camera:
 
 CAMERAS = (
     Camera("Sony a7S II (the model's camera)", "Sony", "ILCE-7SM2", A7S2, "RGGB", 512, 16383, True),
-    Camera("Canon EOS 5D Mark IV (LibRaw table)", "Canon", "Canon EOS 5D Mark IV", CANON_5D4, "GRBG", 2048, 15000, False),
-    Camera("Nikon D850 (LibRaw table)", "Nikon", "NIKON D850", NIKON_D850, "BGGR", 400, 15520, False),
-    Camera("Samsung Galaxy S7 (phone DNG tags)", "samsung", "SM-G930F", GALAXY_S7, "GBRG", 256, 4095, True),
+    Camera("Canon EOS 5D Mark IV", "Canon", "Canon EOS 5D Mark IV", CANON_5D4, "GRBG", 2048, 15000, False),
+    Camera("Nikon D850", "Nikon", "NIKON D850", NIKON_D850, "BGGR", 400, 15520, False),
+    Camera("Samsung Galaxy S7 (phone DNG)", "samsung", "SM-G930F", GALAXY_S7, "GBRG", 256, 4095, True),
 )
 
 
@@ -118,7 +118,7 @@ def normalised_mosaic(xyz: np.ndarray, camera: Camera) -> np.ndarray:
 def write(path: Path, normalised: np.ndarray, camera: Camera) -> Path:
     """A DNG of normalised values at the camera's levels (rounded, clipped), with its matrix or its name."""
     from seedark.io.dng import write_dng
-    from seedark.io.exif import CameraMetadata
+    from seedark.io.metadata import CameraMetadata
 
     dn = np.clip(np.round(camera.black + normalised * (camera.white - camera.black)), 0, camera.white)
     neutral = cm(camera.matrix) @ D65
@@ -219,10 +219,8 @@ def table(weights: Path, ratio: float, seed: int) -> list[dict[str, Any]]:
                 off = seedark.enhance(path, ratio=ratio, engine=engine, match_sensor=False)
                 on = seedark.enhance(path, ratio=ratio, engine=engine)
                 scores[camera.name].append((*_metrics(off, ref), *_metrics(on, ref)))
-    return [
-        {"camera": name, **dict(zip(("de_off", "psnr_off", "de_on", "psnr_on"), np.mean(v, axis=0).tolist()))}
-        for name, v in scores.items()
-    ]
+    keys = ("de_off", "psnr_off", "de_on", "psnr_on")
+    return [{"camera": name, **dict(zip(keys, np.mean(v, axis=0).tolist(), strict=True))} for name, v in scores.items()]
 
 
 def main() -> None:

@@ -122,6 +122,21 @@ MUTANTS = [
         "x = x.reshape(n, out_c, block, block, h, w)\n    x = x.permute(0, 1, 4, 2, 5, 3)",
         ("tests/test_network.py",),
     ),
+    # Sensor matching (issue 21).
+    Mutant(
+        "sensor-match-inverted",
+        "the colour map is CM_file · CM_model⁻¹, the other way round",
+        "t = cm_model @ np.linalg.inv(cm_file)",
+        "t = cm_file @ np.linalg.inv(cm_model)",
+        ("tests/test_sensor_match.py",),
+    ),
+    Mutant(
+        "sensor-match-sites-flattened",
+        "every site of a colour takes its colour's mapped mean: the greens' offsets (texture, noise) are lost",
+        "packed[..., c] += change[..., k]",
+        "packed[..., c] = means[..., k] + change[..., k]",
+        ("tests/test_sensor_match.py",),
+    ),
 ]
 
 

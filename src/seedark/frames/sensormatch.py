@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableSet, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from seedark.io.colormatrix import ColorMatrix
-
-if TYPE_CHECKING:
-    from seedark.frames.packing import PackedFrame  # which packs by match_colours: imported there
 
 log = logging.getLogger("seedark")
 
@@ -53,6 +50,16 @@ class CameraMatrix(Protocol):
 
     @property
     def matrix(self) -> tuple[float, ...]: ...
+
+
+class Matchable(Protocol):
+    """A lazily packed input that can be remade with its colours mapped (``PackedFrame``, which
+    itself maps through :func:`match_colours`: this module does not import it)."""
+
+    def matched(self, match: np.ndarray) -> Any: ...
+
+
+_Packed = TypeVar("_Packed", bound=Matchable)
 
 
 def sensor_transform(file: CameraMatrix, model: CameraMatrix) -> np.ndarray | None:
@@ -92,14 +99,14 @@ def _once(said: MutableSet[str], level: int, message: str) -> None:
 
 
 def matched_input(
-    packed: PackedFrame,
+    packed: _Packed,
     file: ColorMatrix | None,
     model: CameraMatrix | None,
     *,
     camera: str,
     model_name: str,
     said: MutableSet[str],
-) -> PackedFrame:
+) -> _Packed:
     """The network input for ``packed`` with its colours matched to the model's camera.
 
     Unchanged (the same object) when the file is from the model's own camera, or when either
@@ -138,6 +145,7 @@ __all__ = [
     "COLOUR_CHANNELS",
     "IDENTITY_TOLERANCE",
     "CameraMatrix",
+    "Matchable",
     "camera_name",
     "format_transform",
     "match_colours",

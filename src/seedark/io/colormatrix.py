@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -73,10 +74,7 @@ class ColorMatrix:
     """A camera's XYZ (D65) -> camera RGB matrix, row-major, and where it was found."""
 
     matrix: tuple[float, ...]  # 9 values
-    source: str  # e.g. "DNG ColorMatrix2 (D65)", "LibRaw's table"
-
-    def array(self) -> np.ndarray:
-        return np.asarray(self.matrix, dtype=np.float64).reshape(3, 3)
+    source: str  # e.g. "DNG ColorMatrix2 (D65)", "LibRaw's table (by make and model)"
 
 
 def plausible(values: Sequence[float]) -> bool:
@@ -101,12 +99,10 @@ def _nearest_d65(found: list[tuple[int, int | None, tuple[float, ...]]]) -> tupl
 
 
 def _describe(index: int, illuminant: int | None, among: int) -> str:
-    name = f"DNG ColorMatrix{index}"
     if illuminant == D65:
-        return f"{name} (D65)"
-    if among == 1:
-        return f"{name} (illuminant {illuminant if illuminant is not None else 'unknown'})"
-    return f"{name} (illuminant {illuminant if illuminant is not None else 'unknown'}, the nearest to D65)"
+        return f"DNG ColorMatrix{index} (D65)"
+    light = f"illuminant {illuminant if illuminant is not None else 'unknown'}"
+    return f"DNG ColorMatrix{index} ({light}{', the nearest to D65' if among > 1 else ''})"
 
 
 def _dng_tags(tiff: _Tiff) -> list[tuple[int, int | None, tuple[float, ...]]]:
@@ -141,21 +137,29 @@ def _srationals(tiff: _Tiff, entry: _Entry | None) -> tuple[float, ...] | None:
     return tuple(values)
 
 
-def dng_color_matrix(path: str | os.PathLike[str]) -> ColorMatrix | None:
-    """The DNG's own matrix for D65 (see the module's docstring); None for other files, or none usable.
-
-    Never raises: a file that cannot be parsed has no matrix here.
+def dng_color_matrix(source: str | os.PathLike[str] | BinaryIO) -> ColorMatrix | None:
+    """The DNG's own matrix for D65 (see the module's docstring), from a path or a file open for
+    binary reading; None for other files, or none usable. Never raises: a file that cannot be
+    parsed has no matrix here.
     """
     try:
-        with open(path, "rb") as fh:
-            tiff = _open_tiff(_Reader(fh, 0, os.fstat(fh.fileno()).st_size))
-            found = _dng_tags(tiff) if tiff is not None else []
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as fh:
+                found = _read_dng_tags(fh)
+        else:
+            found = _read_dng_tags(source)
     except Exception:  # a safety net, as for the rest of the metadata: the reader bounds-checks everything
         return None
     if not found:
         return None
     index, light, values = _nearest_d65(found)
     return ColorMatrix(values, _describe(index, light, len(found)))
+
+
+def _read_dng_tags(fh: BinaryIO) -> list[tuple[int, int | None, tuple[float, ...]]]:
+    size = fh.seek(0, os.SEEK_END)
+    tiff = _open_tiff(_Reader(fh, 0, size))
+    return _dng_tags(tiff) if tiff is not None else []
 
 
 def libraw_color_matrix(rgb_xyz: object) -> ColorMatrix | None:
@@ -171,9 +175,10 @@ def libraw_color_matrix(rgb_xyz: object) -> ColorMatrix | None:
     return ColorMatrix(values, "LibRaw's table (by make and model)") if plausible(values) else None
 
 
-def file_color_matrix(path: str | os.PathLike[str], rgb_xyz: object) -> ColorMatrix | None:
-    """The file's matrix: its DNG tags, else LibRaw's table; None when neither has a usable one."""
-    return dng_color_matrix(path) or libraw_color_matrix(rgb_xyz)
+def file_color_matrix(source: str | os.PathLike[str] | BinaryIO, rgb_xyz: object) -> ColorMatrix | None:
+    """The file's matrix: its DNG tags (``source``: its path, or the file open), else LibRaw's
+    table (``rgb_xyz``: rawpy's ``rgb_xyz_matrix``); None when neither has a usable one."""
+    return dng_color_matrix(source) or libraw_color_matrix(rgb_xyz)
 
 
 __all__ = [
