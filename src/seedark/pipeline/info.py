@@ -11,7 +11,8 @@ from seedark.frames.packing import sensor_area
 from seedark.frames.sensormatch import format_transform, sensor_transform
 from seedark.io.raw import RawFrame, read_raw
 from seedark.io.text import printable
-from seedark.models.registry import MODELS, ModelCamera, default_model_for
+from seedark.models import registry
+from seedark.models.registry import ModelCamera, default_model_for
 
 
 def _exposure(seconds: float | None) -> str:
@@ -102,7 +103,7 @@ def raw_info(path: str | os.PathLike[str]) -> RawInfo:
     frame = read_raw(path)
     cam = frame.camera
     _, _, h, w = sensor_area(frame)
-    camera = MODELS[default_model_for(frame.sensor)].camera
+    camera = registry.MODELS[default_model_for(frame.sensor)].camera
     out_h, out_w = (w, h) if frame.flip & 4 else (h, w)
     return RawInfo(
         file=str(Path(path)),
