@@ -2,8 +2,8 @@
 """Sensor matching on other cameras: mean ΔE2000 and PSNR against the clean image, unmatched vs matched.
 
     python benchmarks/bench_cameras.py scenes /tmp/proxy/clean        # the proxy's training set
-    nice seedark train --synthetic /tmp/proxy/clean --out /tmp/proxy/run --device cpu \\
-        --width 16 --patch 128 --epochs 150 --workers 0 --lr 3e-4 --lr-drop-epoch 100 --val-every 0
+    nice seedark train --synthetic /tmp/proxy/clean --out /tmp/proxy/run --device cpu --cache-inputs \\
+        --width 32 --patch 128 --epochs 200 --workers 0 --lr 3e-4 --val-every 0 --save-every 50
     python benchmarks/bench_cameras.py table --weights /tmp/proxy/run/model.safetensors [--json out.json]
 
 What it shows (docs/cameras.md, "The proof"): a model that learnt one camera's colours
