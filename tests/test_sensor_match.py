@@ -328,7 +328,7 @@ def test_enhance_matches_by_default_and_says_so(
     common = ("--weights", sony_weights, "--device", "cpu", "--engine", "pytorch", "--ratio", "30", "--bits", "16")
     code, _, err = cli(capsys, "enhance", path, "-o", tmp_path / "on.png", *common)
     assert code == 0, err
-    assert "colours of Acme Cam matched to the model's camera (Sony a7S II), by its DNG ColorMatrix1 (D65)" in err
+    assert "colours of Acme Cam matched to the model's camera (Sony a7S II); its matrix: DNG ColorMatrix1 (D65)" in err
     code, _, err = cli(capsys, "enhance", path, "-o", tmp_path / "off.png", "--no-match-sensor", *common)
     assert code == 0 and "colours" not in err, err
     on, off = (

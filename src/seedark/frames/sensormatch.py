@@ -125,7 +125,8 @@ def matched_input(
     transform = sensor_transform(file, model)
     if transform is None:
         return packed
-    _once(said, logging.INFO, f"colours of {camera} matched to the model's camera ({model_name}), by its {file.source}")
+    how = f"matched to the model's camera ({model_name}); its matrix: {file.source}"
+    _once(said, logging.INFO, f"colours of {camera} {how}")
     return packed.matched(transform)
 
 
