@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "seedark.errors",
             "seedark._files",
             "seedark._parallel",
+            "seedark._native",
             "seedark.progress",
         ),
     ),
