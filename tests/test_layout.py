@@ -53,7 +53,7 @@ SEPARATE = {
 MAX_FUNCTION_LINES = 80
 #: The modules directly in src/seedark: the package root, the entry point and the base layer.
 #: Everything else lives in a subpackage that says what it owns.
-TOP_LEVEL = {"__init__", "__main__", "_version", "config", "errors", "_files", "_parallel", "progress"}
+TOP_LEVEL = {"__init__", "__main__", "_version", "config", "errors", "_files", "_parallel", "_native", "progress"}
 
 
 def _module_name(path: Path, src: Path = SRC) -> str:
