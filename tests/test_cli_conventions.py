@@ -111,11 +111,12 @@ def test_failed_enhance_leaves_no_new_folder(shot: Path, tmp_path: Path, capsys:
     bad.write_text("not a photo\n" * 20)
     code, out, err = run_cli(capsys, "enhance", bad, *ENGINE, "-o", f"{tmp_path / 'n1'}/")
     assert code == 1 and out == "" and "not a RAW file" in err
-    # writing fails after the network ran (a name over the file system's 255 bytes): made, then removed
+    # a name over the file system's 255 bytes: refused before any work, the folder never made (a failure
+    # after the folder was made removes it again: tests/test_guard_round3.py::test_a_failed_demo_leaves_no_folder)
     code, out, err = run_cli(
         capsys, "enhance", shot, *ENGINE, "-o", f"{tmp_path / 'n2' / 'n3'}/", "--suffix", "x" * 300
     )
-    assert code == 1 and out == "" and "File name too long" in err
+    assert code == 1 and out == "" and "file name too long: 309 bytes, the file system takes at most 255" in err
     # a file where a folder should be made: refused before any work
     (tmp_path / "plain").write_text("")
     code, out, err = run_cli(capsys, "enhance", shot, *ENGINE, "-o", f"{tmp_path / 'plain' / 'sub'}/")

@@ -46,11 +46,18 @@ ENGINE = {"weights": WEIGHTS, "device": "cpu", "precision": "fp32"}
 #: The test clusters listen on 127.0.0.1 only, and set the authentication mode so that Ray
 #: neither asks for nor writes a token into the user's ~/.ray.
 #: A loaded two-core machine can take longer than Ray's 30 s to start a Ray Client server.
+#: Ray replaces ``--node-ip-address 127.0.0.1`` by the machine's address (and then starts its
+#: client server there, on the external interface) unless it is told that this is a one-machine
+#: cluster: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps the loopback address, everywhere (the
+#: driver must have it too, or it looks for the cluster at the machine's address).
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
+#: Where a process of the test cluster may listen.
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
 # --------------------------------------------------------------------------- decoders run in the workers
@@ -96,6 +103,7 @@ def stuck_decoder(path: Path, ratio: float | None) -> Prepared:
 class Address(NamedTuple):
     gcs: str  # HOST:PORT, what $RAY_ADDRESS holds on a node of the cluster
     client: str  # ray://HOST:PORT, the Ray Client port
+    temp: Path  # the cluster's own temporary folder
 
 
 def _free_port() -> int:
@@ -104,20 +112,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cluster_processes(temp: Path) -> list[psutil.Process]:
-    """Every process of the cluster kept in ``temp``: those naming it, and their children."""
+def cluster_processes(temp: Path, gcs: str | None = None) -> list[psutil.Process]:
+    """Every process of the cluster kept in ``temp``: those naming it (or the cluster's ``gcs``
+    address, as its Ray Client server does), and their children."""
+    marks = [str(temp)] + ([f"={gcs}"] if gcs else [])
     found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
-        if any(str(temp) in part for part in proc.info["cmdline"] or ()):
+        if any(mark in part for part in proc.info["cmdline"] or () for mark in marks):
             found[proc.pid] = proc
             with contextlib.suppress(psutil.Error):
                 found.update({c.pid: c for c in proc.children(recursive=True)})
     return list(found.values())
 
 
-def end_cluster(temp: Path) -> None:
+def end_cluster(temp: Path, gcs: str | None = None) -> None:
     """Ends only this cluster's processes (``ray stop`` would end every Ray on the machine)."""
-    procs = cluster_processes(temp)
+    procs = cluster_processes(temp, gcs)
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
@@ -148,22 +158,32 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def cluster(home: Path) -> Iterator[Address]:
-    """A Ray cluster of 2 CPUs on this machine, its workers importing this working tree."""
-    pytest.importorskip("ray")
+    """A Ray cluster of 2 CPUs on this machine, listening on 127.0.0.1 only, its workers importing this
+    working tree."""
+    with pytest.MonkeyPatch.context() as patch:
+        # this process is the driver: it must not look for the cluster at the machine's address either
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", RAY_ENV["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"])
+        ray = pytest.importorskip("ray")
+        patch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)  # read when Ray was imported
+        yield from _started_cluster()
+
+
+def _started_cluster() -> Iterator[Address]:
     temp = Path(tempfile.mkdtemp(prefix="sdray", dir="/tmp"))  # short: Ray's socket paths live under it
     port, client = _free_port(), _free_port()
+    gcs = f"127.0.0.1:{port}"
     env = child_env(**RAY_ENV)
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--num-cpus", "2"]
     command += ["--port", str(port), "--ray-client-server-port", str(client)]
     command += ["--node-ip-address", "127.0.0.1", "--temp-dir", str(temp)]
-    command += ["--include-dashboard=false", "--disable-usage-stats"]
+    command += ["--include-dashboard=false", "--dashboard-host", "127.0.0.1", "--disable-usage-stats"]
     try:
         started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert started.returncode == 0, started.stderr
-        yield Address(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client}")
+        yield Address(gcs, f"ray://127.0.0.1:{client}", temp)
     finally:
-        end_cluster(temp)
-        left = [p.pid for p in cluster_processes(temp)]
+        end_cluster(temp, gcs)
+        left = [p.pid for p in cluster_processes(temp, gcs)]
         subprocess.run(["rm", "-rf", str(temp)], check=False)
         assert not left, f"Ray processes left behind: {left}"
 
@@ -270,6 +290,23 @@ def test_help_and_import_never_load_ray() -> None:
 
 
 # --------------------------------------------------------------------------- on the cluster
+
+
+@pytest.mark.slow
+def test_the_test_cluster_listens_on_localhost_only(cluster: Address) -> None:
+    """Every port the cluster's processes listen on (GCS, raylet, Ray Client server, agents) is on the
+    loopback interface: nothing of it can be reached from another machine (docs/cluster.md)."""
+    procs = cluster_processes(cluster.temp, cluster.gcs)
+    names = {p.name() for p in procs}
+    assert {"gcs_server", "raylet"} <= names
+    assert any("ray.util.client.server" in " ".join(p.cmdline()) for p in procs)  # found by its address
+    listening = [
+        (p.name(), c.laddr.ip, c.laddr.port)
+        for p in procs
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert len(listening) >= 3 and {ip for _, ip, _ in listening} <= LOOPBACK, listening
 
 
 @pytest.mark.slow

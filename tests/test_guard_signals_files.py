@@ -140,15 +140,17 @@ def test_sweep_rules(tmp_path: Path) -> None:
     here = _files._machine()
     removed = {
         make_part(tmp_path, f".a.png.{gone}-{here}.0123abcd.part"),  # its writer is dead
-        make_part(tmp_path, f".epoch-000002.{gone}-{here}.0123abcd.part", is_dir=True),  # a checkpoint folder
         make_part(tmp_path, f".b.png.{gone}-{far}.0123abcd.part", age=2 * DAY),  # old, from elsewhere
-        make_part(tmp_path, ".c.png.0123abcd.part", age=2 * DAY),  # seedark 0.1.0's naming, old
         make_part(tmp_path, f".d.png.{me}-{here}.0123abcd.part", age=2 * DAY),  # a day old: its pid was reused
     }
     kept = {
         make_part(tmp_path, f".d.png.{me}-{here}.4567abcd.part"),  # its writer lives
         make_part(tmp_path, f".e.png.{gone}-{far}.0123abcd.part"),  # another machine's: only age tells
-        make_part(tmp_path, ".f.png.0123abcd.part"),  # 0.1.0's naming, recent: its writer may be alive
+        # folders are never removed, not even a checkpoint folder of a dead writer (only named in a warning)
+        make_part(tmp_path, f".epoch-000002.{gone}-{here}.0123abcd.part", is_dir=True),
+        # without the writer's fields the name is not surely seedark's (0.1.0 named its temporaries so)
+        make_part(tmp_path, ".c.png.0123abcd.part", age=2 * DAY),
+        make_part(tmp_path, ".f.png.0123abcd.part"),
         make_part(tmp_path, "model.ckpt.data-00000-of-00001.part"),  # a resumable download
         make_part(tmp_path, ".g.png.part", age=2 * DAY),  # not a name seedark makes
         make_part(tmp_path, "h.png", age=2 * DAY),

@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,8 +40,12 @@ PART_SUFFIX = ".part"
 #: writer on another machine cannot be asked whether it is still alive.
 STALE_AFTER = 24 * 3600
 
-# The writer fields are optional: seedark 0.1.0 named its temporaries ``.<name>.<8 hex>.part``.
-_PART_NAME = re.compile(r"\..+?\.(?:(?P<pid>[0-9]{1,10})-(?P<machine>[0-9a-f]{6})\.)?[0-9a-f]{8}\.part", re.DOTALL)
+#: The longest file name most file systems take, where the folder cannot be asked.
+DEFAULT_NAME_MAX = 255
+
+# Exactly what temp_name() makes: the writer fields are what tells a temporary of seedark's from a
+# user's file of a similar name, which the sweep must never touch.
+_PART_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})-(?P<machine>[0-9a-f]{6})\.[0-9a-f]{8}\.part", re.DOTALL)
 
 # Folders this process has swept already: once is enough, its own temporaries are never stale.
 _SWEPT: set[str] = set()
@@ -60,8 +65,53 @@ def _machine() -> str:
     return hashlib.sha256(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:6]
 
 
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system takes (255 where it cannot say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # a folder not there yet, or no pathconf (Windows)
+        return DEFAULT_NAME_MAX
+
+
+def _shortened(name: str, most: int) -> str:
+    """``name`` cut to at most ``most`` bytes, as the file system counts them (between characters,
+    for a UTF-8 name; never empty)."""
+    data = os.fsencode(name)
+    if len(data) <= most:
+        return name
+    cut = data[: max(most, 1)]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:  # not UTF-8 to begin with: its bytes as they are
+        return os.fsdecode(cut)
+    return cut.decode("utf-8", "ignore") or os.fsdecode(cut)
+
+
 def temp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}-{_machine()}.{secrets.token_hex(4)}{PART_SUFFIX}")
+    """``.<name>.<pid>-<machine>.<8 hex>.part`` beside ``final``; a long name is cut short in it, so that
+    any name the file system takes can be written (the writer fields, which the sweep reads, stay whole)."""
+    tag = f".{os.getpid()}-{_machine()}.{secrets.token_hex(4)}{PART_SUFFIX}"
+    name = _shortened(final.name, name_max(final.parent) - 1 - len(os.fsencode(tag)))
+    return final.with_name(f".{name}{tag}")
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (or a link to one); OSError if it is not.
+
+    Opening a FIFO blocks until a writer comes (forever), and opening a device can act on it, so
+    neither is opened: the path is looked at first, opened without blocking, and what was
+    opened is looked at again (it may have been replaced in between).
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _alive(pid: int) -> bool:
@@ -79,11 +129,11 @@ def _alive(pid: int) -> bool:
 
 
 def _is_stale(entry: os.DirEntry[str], now: float) -> bool:
-    """Whether ``entry`` is a temporary of ours whose writer is gone (or a day old)."""
+    """Whether ``entry`` is named like a temporary of ours whose writer is gone (or a day old)."""
     match = _PART_NAME.fullmatch(entry.name)
     if match is None:
         return False
-    if match["pid"] is not None and match["machine"] == _machine() and not _alive(int(match["pid"])):
+    if match["machine"] == _machine() and not _alive(int(match["pid"])):
         return True
     try:
         return entry.stat(follow_symlinks=False).st_mtime < now - STALE_AFTER
@@ -91,28 +141,50 @@ def _is_stale(entry: os.DirEntry[str], now: float) -> bool:
         return False
 
 
+def _named(paths: list[Path], most: int = 5) -> str:
+    names = ", ".join(p.name for p in paths[:most])
+    return names + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
 def sweep_stale_parts(folder: Path) -> list[Path]:
-    """Remove the temporaries (files or folders) that killed writers left in ``folder``.
+    """Remove the temporary files that killed writers left in ``folder``, and say which (a warning).
 
     A temporary is stale when its writer ran on this machine and is no longer a live
-    process, or when it is older than :data:`STALE_AFTER`. Never fails: what cannot
-    be listed or removed is left as it is. Returns what was removed.
+    process, or when it is older than :data:`STALE_AFTER`. Only regular files named
+    exactly as :func:`temp_name` names them are removed: a folder is never removed
+    (a user's folder of a similar name would go with everything in it), a stale one
+    is only named in a warning. Never fails: what cannot be listed or removed is left
+    as it is. Returns what was removed.
     """
     now = time.time()
     try:
         with os.scandir(folder) as it:
-            stale = [Path(entry.path) for entry in it if _is_stale(entry, now)]
+            stale = [entry for entry in it if _is_stale(entry, now)]
     except OSError:
         return []
-    removed = []
-    for path in stale:
+    removed, folders = [], []
+    for entry in stale:
+        if not entry.is_file(follow_symlinks=False):
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(Path(entry.path))
+            continue
         try:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            os.unlink(entry.path)
         except OSError:
             continue
-        removed.append(path)
+        removed.append(Path(entry.path))
     if removed:
-        log.info("removed %d temporary file(s) left in %s by an interrupted run", len(removed), folder)
+        log.warning(
+            "removed %d temporary file(s) left in %s by an interrupted run: %s", len(removed), folder, _named(removed)
+        )
+    if folders:
+        log.warning(
+            "left %d folder(s) in %s named like an interrupted run's temporary (remove them if no seedark "
+            "is writing there): %s",
+            len(folders),
+            folder,
+            _named(folders),
+        )
     return removed
 
 

@@ -15,6 +15,8 @@ and the engine and precision names that they and the CLI's options accept (:data
                               or megapixels (``400M``, ``400MP``); default 400 MP
 ``SEEDARK_MIN_DOWNLOAD_RATE`` the slowest download accepted, in bytes/s over a
                               minute (default 4096); ``0`` accepts any pace
+``SEEDARK_RAY_CONNECT_TIMEOUT`` how long ``--cluster`` waits for the Ray head to
+                              answer, in seconds (default 30)
 ============================= ==============================================
 """
 
@@ -33,6 +35,7 @@ ENGINE = "SEEDARK_ENGINE"
 PRECISION = "SEEDARK_PRECISION"
 MIN_DOWNLOAD_RATE = "SEEDARK_MIN_DOWNLOAD_RATE"
 MAX_PIXELS = "SEEDARK_MAX_PIXELS"
+RAY_CONNECT_TIMEOUT = "SEEDARK_RAY_CONNECT_TIMEOUT"
 
 #: What ``--engine`` and ``$SEEDARK_ENGINE`` accept (the back ends, ``seedark.runtime.backends``).
 ENGINES = ("auto", "pytorch", "openvino")
@@ -126,4 +129,23 @@ def min_download_rate() -> float:
         value = -1.0
     if not 0 <= value < float("inf"):
         raise UsageError(f"{MIN_DOWNLOAD_RATE}={text!r} is not a number of bytes per second (e.g. 4096, or 0)")
+    return value
+
+
+#: A head that is up answers at once; one that is starting takes a few seconds. Ray itself retries
+#: a dead address for about 14 minutes, without a word.
+DEFAULT_RAY_CONNECT_TIMEOUT = 30.0
+
+
+def ray_connect_timeout() -> float:
+    """Seconds to wait for a Ray cluster's head: ``$SEEDARK_RAY_CONNECT_TIMEOUT`` or the default."""
+    text = _get(RAY_CONNECT_TIMEOUT)
+    if not text:
+        return DEFAULT_RAY_CONNECT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{RAY_CONNECT_TIMEOUT}={text!r} is not a number of seconds (e.g. 30)")
     return value

@@ -35,7 +35,12 @@ log = logging.getLogger("seedark")
 )
 @click.option("--all", "include_all", is_flag=True, help="Also score the misaligned scenes 10034, 10045 and 10172.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for results.csv and .json (default: none).")
-@click.option("--save-images", is_flag=True, help="Also write each output as <input name>.png into --out.")
+@click.option(
+    "--save-images",
+    is_flag=True,
+    help="Also write each output as <input name>.png into --out (<input name>_<N>.png for a name two pairs share).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the images (--save-images) of an earlier run in --out.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Keep decoded ground truth here (default: none).")
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N pairs (default: all).")
 @engine_options
@@ -48,6 +53,7 @@ def eval_command(
     include_all: bool,
     out: Path | None,
     save_images: bool,
+    overwrite: bool,
     cache_dir: Path | None,
     limit: int | None,
     weights: Path | None,
@@ -78,6 +84,7 @@ def eval_command(
         include_misaligned=include_all,
         out_dir=out,
         save_images=save_images,
+        overwrite=overwrite,
         device=device,
         precision=precision,
         backend=backend,
@@ -89,6 +96,11 @@ def eval_command(
         cluster=cluster,
         workers=workers,
     )
+    _print_scores(report, out)
+
+
+def _print_scores(report: Any, out: Path | None) -> None:
+    """The means of an ``EvalReport``, overall and per ratio, and where the results went."""
     click.echo(f"mean of {len(report.scores)} images: PSNR {report.mean_psnr:.2f} dB, SSIM {report.mean_ssim:.4f}")
     for label, group in report.per_ratio().items():
         click.echo(f"  {label}: PSNR {group['psnr']:.2f} dB, SSIM {group['ssim']:.4f} ({group['count']} images)")

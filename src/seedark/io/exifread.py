@@ -23,6 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from seedark._files import open_regular
 from seedark.io.metadata import (
     CARRIED,
     CHARSET_ASCII,
@@ -240,14 +241,14 @@ def _carried(
     return tuple(found)
 
 
-def _embedded_xmp(tiff: _Tiff, ifd0: dict[int, _Entry]) -> bytes | None:
+def _embedded_xmp(tiff: _Tiff, ifd0: dict[int, _Entry], origin: object) -> bytes | None:
     entry = ifd0.get(TAG_XMP)
     if entry is None or entry.type not in (TiffType.BYTE, TiffType.UNDEFINED, TiffType.ASCII):
         return None
     if entry.count > MAX_XMP:
         return None
     data = tiff.value_bytes(entry, entry.count)
-    return clean_xmp(data) if data is not None else None
+    return clean_xmp(data, origin) if data is not None else None
 
 
 def _open_tiff(reader: _Reader) -> _Tiff | None:
@@ -271,7 +272,7 @@ def _positive(value: float | None) -> float | None:
     return value if value is not None and value > 0 else None
 
 
-def _parse_tiff(tiff: _Tiff) -> CameraMetadata:
+def _parse_tiff(tiff: _Tiff, origin: object = None) -> CameraMetadata:
     head = tiff.r.read(4, 4)
     if head is None:
         return CameraMetadata()
@@ -337,7 +338,7 @@ def _parse_tiff(tiff: _Tiff) -> CameraMetadata:
         focal_length=focal,
         datetime_original=when,
         tags=_carried(tiff, ifd0, exif, gps),
-        xmp=_embedded_xmp(tiff, ifd0),
+        xmp=_embedded_xmp(tiff, ifd0, origin),
     )
 
 
@@ -384,7 +385,7 @@ def _jpeg_exif(fh: BinaryIO, start: int, limit: int) -> _Reader | None:
     return None
 
 
-def _read_metadata(fh: BinaryIO, size: int) -> CameraMetadata:
+def _read_metadata(fh: BinaryIO, size: int, origin: object = None) -> CameraMetadata:
     fh.seek(0)
     head = fh.read(92)
     reader: _Reader | None
@@ -403,7 +404,7 @@ def _read_metadata(fh: BinaryIO, size: int) -> CameraMetadata:
     tiff = _open_tiff(reader)
     if tiff is None:
         return CameraMetadata()
-    return _parse_tiff(tiff)
+    return _parse_tiff(tiff, origin)
 
 
 def read_camera_metadata(path: str | os.PathLike[str]) -> CameraMetadata:
@@ -414,7 +415,7 @@ def read_camera_metadata(path: str | os.PathLike[str]) -> CameraMetadata:
     read, all None at worst. (The RAW decoder reports real read errors.)
     """
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # never a FIFO, which would block
             return read_open_metadata(fh, path)
     except OSError:
         return CameraMetadata()
@@ -425,7 +426,7 @@ def read_open_metadata(fh: BinaryIO, path: str | os.PathLike[str]) -> CameraMeta
     so a file is opened once); ``path`` names it, for its XMP sidecar."""
     try:
         fh.seek(0)
-        meta = _read_metadata(fh, os.fstat(fh.fileno()).st_size)
+        meta = _read_metadata(fh, os.fstat(fh.fileno()).st_size, path)
         # A sidecar wins over the embedded packet (see seedark.io.xmp).
         sidecar = read_sidecar(path)
         return meta if sidecar is None else dataclasses.replace(meta, xmp=sidecar)

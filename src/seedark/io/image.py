@@ -23,7 +23,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageCms
 
-from seedark._files import ExistsError, atomic_output
+from seedark._files import ExistsError, atomic_output, name_max
 from seedark._parallel import ordered_parallel
 from seedark.errors import OutputError
 from seedark.io.exifwrite import add_camera_tags, build_exif
@@ -208,11 +208,36 @@ def _reason(err: OSError) -> str:
     return f"cannot write: {err.strerror or err}"
 
 
+def output_exists(final: Path) -> bool:
+    """Whether ``final`` exists; False when it cannot even be looked at (a name too long, a folder
+    that cannot be searched): :func:`check_destination` then says why it cannot be written."""
+    try:
+        return final.exists()
+    except OSError:
+        return False
+
+
+def check_name(final: Path) -> None:
+    """Refuse a file name longer than the file system takes (a long ``--suffix``, say), with its length."""
+    size, most = len(os.fsencode(final.name)), name_max(final.parent)
+    if size > most:
+        raise OutputError(f"file name too long: {size} bytes, the file system takes at most {most}", final)
+
+
 def check_destination(final: Path, *, overwrite: bool, create_folder: bool = False) -> None:
     """Refuse, before any work, an output that cannot or must not be written.
 
-    ``create_folder``: a missing folder is fine (the caller creates it).
+    ``create_folder``: a missing folder is fine (the caller creates it). A path that cannot
+    even be looked at (too long, a folder on the way that cannot be searched) is refused too.
     """
+    check_name(final)
+    try:
+        _check_destination(final, overwrite=overwrite, create_folder=create_folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", final) from exc
+
+
+def _check_destination(final: Path, *, overwrite: bool, create_folder: bool) -> None:
     folder = final.parent
     if create_folder and not folder.exists():
         return

@@ -13,8 +13,6 @@ import errno
 import os
 import stat
 import sys
-import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from seedark import config
+from seedark._parallel import capture_c_stderr
 from seedark.errors import RawReadError, UnsupportedSensorError
 from seedark.io.colormatrix import ColorMatrix, file_color_matrix
 from seedark.io.exifread import read_open_metadata
@@ -96,44 +95,6 @@ class RawFrame:
             if self.pattern.shape[0] > 2
             else "".join(self.pattern.ravel())
         )
-
-
-_STDERR_LOCK = threading.Lock()
-
-
-def _flush_c_stdio() -> None:
-    """LibRaw's messages sit in C's stdio buffer until flushed."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError, TypeError):  # pragma: no cover - e.g. Windows without a C runtime handle
-        pass
-
-
-@contextlib.contextmanager
-def _capture_c_stderr(sink: list[str]) -> Iterator[None]:
-    """Collect what LibRaw's C code prints on fd 2 (e.g. "Unexpected end of file").
-
-    The library must not print; the text becomes part of our error message instead.
-    """
-    # C code writes to fd 2 whatever Python's sys.stderr is (a log file, pytest's capture).
-    fd = 2
-    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            sys.stderr.flush()
-        saved = os.dup(fd)
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield
-        finally:
-            _flush_c_stdio()
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode("utf-8", "replace").strip()
-            if text:
-                sink.append(" ".join(line.split(": ", 1)[-1] for line in text.splitlines()))
 
 
 #: LibRaw reads a 64-byte header before it can tell any format: a shorter file is never a RAW file.
@@ -334,7 +295,7 @@ def decode_raw(p: Path, *, sensors: tuple[str, ...] = ("bayer", "xtrans"), max_p
 
     said: list[str] = []
     try:
-        with _capture_c_stderr(said), _open_libraw(p) as (raw, fh):
+        with capture_c_stderr(said), _open_libraw(p) as (raw, fh):
             _check_size(raw, p, max_pixels)
             sensor, letters, tile = _classify(raw, p)
             if sensor not in sensors:

@@ -18,19 +18,32 @@ RAW; the embedded packet is usually what the camera wrote at capture. Packets ar
 never merged.
 
 The packet comes from a file anyone can write, so it must parse as XML without a DTD
-(no entities, hence no entity expansion), be UTF-8 and hold an ``rdf:RDF``; anything
-else is dropped. Metadata is optional: nothing here raises.
+(no entities, hence no entity expansion), be UTF-8, hold an ``rdf:RDF`` and nest its
+elements at most :data:`MAX_XMP_DEPTH` deep; anything else is dropped (a packet nested
+too deep with a warning, as it is most likely hostile). Processing instructions inside
+the packet (an ``<?xpacket?>`` trailer) are left out: the packet gets its own. A sidecar
+is read only if it is a regular file. Metadata is optional: nothing here raises.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from xml.dom import minidom
+from xml.parsers import expat
 from xml.parsers.expat import ExpatError
+
+from seedark._files import open_regular
+
+log = logging.getLogger("seedark")
 
 #: Larger packets are not metadata a photographer wrote (Lightroom's are a few KiB).
 MAX_XMP = 1 << 20
+#: Real packets nest a dozen elements at most (a structure in a list in a property); the DOM
+#: code recurses once per level, so a packet nested hundreds deep would exhaust Python's stack.
+MAX_XMP_DEPTH = 100
 
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _TIFF = "http://ns.adobe.com/tiff/1.0/"
@@ -88,9 +101,50 @@ def _clean_description(doc: minidom.Document, desc: minidom.Element) -> None:
             child.appendChild(doc.createTextNode("1"))
 
 
-def clean_xmp(packet: bytes) -> bytes | None:
+def _depth(data: bytes) -> int:
+    """How deep the elements of the XML ``data`` nest, found without building anything (0: not XML)."""
+    parser = expat.ParserCreate()
+    depth = deepest = 0
+
+    def start(name: str, attributes: object) -> None:
+        nonlocal depth, deepest
+        depth += 1
+        deepest = max(deepest, depth)
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(data, True)
+    except (ExpatError, ValueError):
+        return 0
+    return deepest
+
+
+def _drop_instructions(doc: minidom.Document) -> None:
+    """Remove every processing instruction (walked without recursion: see :data:`MAX_XMP_DEPTH`)."""
+    stack: list[minidom.Document | minidom.Element] = [doc]
+    while stack:
+        node = stack.pop()
+        for child in list(node.childNodes):
+            if child.nodeType == child.PROCESSING_INSTRUCTION_NODE:
+                node.removeChild(child)
+            elif isinstance(child, minidom.Element):
+                stack.append(child)
+
+
+def _too_deep(origin: object, deep: int) -> None:
+    where = f"{origin}: " if origin is not None else ""
+    log.warning("%sXMP packet left out: elements nested %d deep (at most %d)", where, deep, MAX_XMP_DEPTH)
+
+
+def clean_xmp(packet: bytes, origin: object = None) -> bytes | None:
     """``packet`` made fit for a rendered, upright sRGB image (see the module), or None
-    when it is not an XMP packet seedark will copy."""
+    when it is not an XMP packet seedark will copy. ``origin``: the file it came from,
+    for the warning about a packet nested too deep."""
     if not packet or len(packet) > MAX_XMP:
         return None
     try:
@@ -100,20 +154,35 @@ def clean_xmp(packet: bytes) -> bytes | None:
     # XMP forbids a DTD; without one there are no entities to expand or fetch.
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
         return None
+    data = text.encode("utf-8")
+    deep = _depth(data)
+    if deep > MAX_XMP_DEPTH:
+        _too_deep(origin, deep)
+        return None
     try:
-        doc = minidom.parseString(text.encode("utf-8"))
+        doc = minidom.parseString(data)
     except (ExpatError, ValueError):
         return None
     try:
-        if not doc.getElementsByTagNameNS(_RDF, "RDF"):
-            return None
-        for desc in doc.getElementsByTagNameNS(_RDF, "Description"):
-            _clean_description(doc, desc)
-        root = doc.documentElement
-        body = root.toxml() if root is not None else ""
+        body = _cleaned_body(doc)
+    except RecursionError:  # not expected below MAX_XMP_DEPTH; the packet goes, the metadata stays
+        _too_deep(origin, deep)
+        return None
     finally:
-        doc.unlink()
-    return (_HEADER + body + _TRAILER).encode("utf-8")
+        with contextlib.suppress(RecursionError):
+            doc.unlink()
+    return None if body is None else (_HEADER + body + _TRAILER).encode("utf-8")
+
+
+def _cleaned_body(doc: minidom.Document) -> str | None:
+    """The packet's cleaned root element as text, or None when it holds no ``rdf:RDF``."""
+    if not doc.getElementsByTagNameNS(_RDF, "RDF"):
+        return None
+    _drop_instructions(doc)
+    for desc in doc.getElementsByTagNameNS(_RDF, "Description"):
+        _clean_description(doc, desc)
+    root = doc.documentElement
+    return root.toxml() if root is not None else ""
 
 
 def sidecar_paths(raw: str | os.PathLike[str]) -> list[Path]:
@@ -128,16 +197,17 @@ def sidecar_paths(raw: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_sidecar(raw: str | os.PathLike[str]) -> bytes | None:
-    """The cleaned packet of the first usable sidecar of ``raw``, or None."""
+    """The cleaned packet of the first usable sidecar of ``raw``, or None. Only a regular file
+    counts: a FIFO named like a sidecar would block the read forever."""
     for candidate in sidecar_paths(raw):
         try:
-            with open(candidate, "rb") as fh:
+            with open_regular(candidate) as fh:
                 if os.fstat(fh.fileno()).st_size > MAX_XMP:
                     continue
                 data = fh.read(MAX_XMP + 1)
         except OSError:
             continue
-        cleaned = clean_xmp(data)
+        cleaned = clean_xmp(data, candidate)
         if cleaned is not None:
             return cleaned
     return None

@@ -22,17 +22,20 @@ so one that is only verified (an optimizer slot) is never in memory whole.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BufferedReader
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from seedark.errors import WeightsError
+
+log = logging.getLogger("seedark")
 
 _crc32c_fast: Callable[..., int] | None
 try:  # the C extension is ~1000x faster than the pure-Python table below
@@ -349,7 +352,9 @@ def resolve_prefix(path: str | os.PathLike[str]) -> Path:
     """Turn a checkpoint directory, prefix, ``.index`` or ``.data-*`` path into the prefix.
 
     A directory is searched for exactly one ``*.index`` (the TF ``checkpoint``
-    state file, when present, decides between several).
+    state file, when present, decides between several). Only files inside the
+    directory are ever taken: the state file of a copied folder still names the
+    original's absolute path, which would silently load the original's weights.
     """
     p = Path(path)
     if p.is_dir():
@@ -358,7 +363,7 @@ def resolve_prefix(path: str | os.PathLike[str]) -> Path:
             for line in state.read_text(errors="replace").splitlines():
                 if line.startswith("model_checkpoint_path:"):
                     name = line.split(":", 1)[1].strip().strip('"')
-                    candidate = Path(name) if os.path.isabs(name) else p / name
+                    candidate = p / PurePosixPath(name.replace("\\", "/")).name
                     if candidate.with_name(candidate.name + ".index").is_file():
                         return candidate
         indexes = sorted(p.glob("*.index"))
@@ -414,6 +419,7 @@ def read_checkpoint(
     if not index_path.is_file():
         raise WeightsError("checkpoint index not found", index_path)
     header, entries = read_index(index_path)
+    log.debug("weights: reading %s", index_path)
     for entry in entries.values():
         if entry.sliced and include(entry.name):
             raise WeightsError(
@@ -451,6 +457,7 @@ def _open_shards(
                 shards[entry.shard_id] = (f, dpath, os.fstat(f.fileno()).st_size)
             except OSError as exc:
                 raise WeightsError(f"checkpoint data file missing or unreadable ({exc.strerror})", dpath) from exc
+            log.debug("weights: reading %s", dpath)
         _f, dpath, length = shards[entry.shard_id]
         _check_extent(entry, length, dpath)
     return {shard: (f, dpath) for shard, (f, dpath, _length) in shards.items()}

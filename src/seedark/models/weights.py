@@ -16,6 +16,7 @@ an extra 2 GiB one, sparse on disk) is refused at the cost of reading its header
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import struct
@@ -31,12 +32,15 @@ from seedark.errors import WeightsError
 from seedark.models import tfcheckpoint
 from seedark.models.network import LEVELS, NetworkSpec, SIDUNet
 
+log = logging.getLogger("seedark")
+
 FORMAT_NAME = "seedark"
 FORMAT_VERSION = "1"
 
 #: The official networks have width 32. Far wider ones (a 256-wide one has 0.5 G parameters)
 #: are refused before anything is read, since only their header says how large they are.
 MAX_WIDTH = 256
+
 #: safetensors' own limit on the JSON header.
 MAX_HEADER_BYTES = 100_000_000
 #: The element sizes of the safetensors dtypes weights may have (all are loaded as float32).
@@ -273,6 +277,7 @@ def load_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
 
     src = Path(path)
     spec, shapes, meta = _safetensors_layout(src)
+    log.debug("weights: reading %s", src)
     try:
         with safe_open(str(src), framework="pt") as f:
             state = {k: f.get_tensor(k).to(torch.float32) for k in shapes}

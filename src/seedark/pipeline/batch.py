@@ -47,7 +47,7 @@ from seedark.frames.prepare import Prepared, prepare_file
 from seedark.io.raw import RAW_EXTENSIONS
 from seedark.pipeline.cluster_batch import run_on_cluster
 from seedark.pipeline.decoder import Decoder, DecoderProcess
-from seedark.pipeline.output import ConvertKwargs, conversion_options
+from seedark.pipeline.output import ConvertKwargs, check_output_folder, conversion_options
 from seedark.pipeline.planning import find_inputs, plan_batch, plan_jobs
 from seedark.pipeline.report import BatchEvent, BatchReport, Job, Outcome, Tally, describe, publish
 from seedark.runtime.cluster import parse_cluster
@@ -306,16 +306,19 @@ def run_batch(
     where = parse_cluster(cluster, workers)
     settings = output.settings()
     out_root = Path(outdir) if outdir is not None else None
-    if out_root is not None and out_root.exists() and not out_root.is_dir():
-        raise OutputError("output folder is not a folder", out_root)
-    files, ignored = find_inputs(inputs, recursive=recursive)
-    if not files:
+    if out_root is not None:
+        check_output_folder(out_root)
+    unreadable: list[tuple[Path, str]] = []
+    files, ignored = find_inputs(inputs, recursive=recursive, unreadable=unreadable)
+    if not files and not unreadable:
         raise UsageError("no RAW files found (looked for: " + " ".join(sorted(RAW_EXTENSIONS)) + ")")
     planned = plan_jobs(
         files, out_root, recursive=recursive, fmt=settings.fmt, compare=output.compare, suffix=output.suffix
     )
     jobs, done = plan_batch(planned, settings, output)
-    tally = Tally(BatchReport(ignored=ignored), len(files), on_event)
+    tally = Tally(BatchReport(ignored=ignored), len(files) + len(unreadable), on_event)
+    for path, reason in unreadable:
+        tally.failed(path, reason)
     for source, dest in done:
         tally.skipped(source, dest)
     if jobs and where is None:

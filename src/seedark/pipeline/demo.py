@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from seedark._version import __version__
-from seedark.errors import OutputError, UsageError
+from seedark.errors import UsageError
 from seedark.frames.exposure import parse_ratio
 from seedark.io.dng import A7S2_COLOR_MATRIX, write_dng
 from seedark.io.image import check_destination
 from seedark.io.metadata import CameraMetadata
 from seedark.pipeline.enhance import enhance_file
-from seedark.pipeline.output import plan_output
+from seedark.pipeline.output import check_output_folder, folder_for, plan_output
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for
 from seedark.synthesis.noise import NoiseParams, add_noise, typical_params
 from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile
@@ -44,6 +44,8 @@ DARK_NAME = "coffee_dark.dng"
 DEFAULT_OUTPUT = Path("seedark-demo")
 #: In the middle of the paper's 100-300.
 DEFAULT_RATIO = 200.0
+#: The demo simulates an exposure shorter than the photograph's, never a longer one.
+MIN_RATIO = 1.0
 #: The well-exposed shot the photograph stands for, in seconds (SID's long exposures are 10 s),
 #: so the dark frame's EXIF exposure time is this / ratio.
 REFERENCE_EXPOSURE = 10.0
@@ -125,16 +127,10 @@ def _check_numbers(ratio: float | str, seed: int) -> float:
     given = parse_ratio(ratio)
     if given is None:
         raise UsageError("the demo darkens the photograph by the ratio, so it needs a number (e.g. 200), not auto")
+    if given < MIN_RATIO:
+        # below 1 the frame would be brighter than the photograph; far below, no noise model can make it
+        raise UsageError(f"the demo's ratio says how many times too short the exposure is: at least 1, got {ratio}")
     return given
-
-
-def _make_folder(folder: Path, overwrite: bool) -> Path:
-    check_destination(folder / DARK_NAME, overwrite=overwrite, create_folder=True)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder: {exc.strerror or exc}", folder) from exc
-    return folder / DARK_NAME
 
 
 @contextlib.contextmanager
@@ -167,13 +163,19 @@ def run_demo(
     """
     given = _check_numbers(ratio, seed)
     settings = EngineOptions.from_kwargs(**options)
-    raw = _make_folder(Path(output), overwrite)
-    plan = plan_output(raw, raw.parent, overwrite=overwrite, compare=True)
-    if engine is None:
-        engine = engine_for("bayer", settings)
-    with _all_or_nothing([raw, plan.path, plan.compare_path]):
-        write_dark_frame(raw, given, seed, overwrite=overwrite)
-        image = enhance_file(raw, plan.path, ratio=given, overwrite=overwrite, compare=True, engine=engine, **options)
+    folder = Path(output)
+    raw = folder / DARK_NAME
+    check_destination(raw, overwrite=overwrite, create_folder=True)
+    check_output_folder(folder)
+    with folder_for(raw):  # the folders made here go again if anything fails (the model cannot be had...)
+        plan = plan_output(raw, folder, overwrite=overwrite, compare=True)
+        if engine is None:
+            engine = engine_for("bayer", settings)
+        with _all_or_nothing([raw, plan.path, plan.compare_path]):
+            write_dark_frame(raw, given, seed, overwrite=overwrite)
+            image = enhance_file(
+                raw, plan.path, ratio=given, overwrite=overwrite, compare=True, engine=engine, **options
+            )
     return DemoResult(raw, image, plan.compare_path)
 
 

@@ -29,7 +29,7 @@ from seedark.io.formats import (
     default_extension,
     format_from_path,
 )
-from seedark.io.image import check_destination, save_image
+from seedark.io.image import check_destination, check_name, output_exists, save_image
 from seedark.io.pixels import apply_orientation, to_8bit
 from seedark.pipeline.compare import DEFAULT_COMPARE_WIDTH, compare_picture, naive_brighten
 from seedark.runtime.engine import EngineKwargs, EngineOptions
@@ -160,7 +160,7 @@ class OutputPlan:
     def taken(self) -> bool:
         """Whether the output is there and to be left alone (no ``overwrite``). A batch asks again
         before each step: another run into the same folder may have published it meanwhile."""
-        return not self.options.overwrite and self.path.exists()
+        return not self.options.overwrite and output_exists(self.path)
 
     def published_meanwhile(self, error: BaseException) -> bool:
         """Whether publishing failed because the output appeared while this file was converted."""
@@ -191,6 +191,31 @@ def _check_creatable(folder: Path, dest: Path) -> None:
         raise OutputError(f"cannot create the output folder: {existing} is not writable", dest)
 
 
+def _check_place(source: Path, dest: Path, *, into_folder: bool) -> None:
+    """``dest``: a name the file system takes, not the input, in a folder that is there or can be made."""
+    check_name(dest)
+    try:
+        if output_exists(source) and output_exists(dest) and dest.resolve() == source.resolve():
+            raise OutputError("output would replace the input file", dest)
+        if into_folder and not dest.parent.exists():
+            _check_creatable(dest.parent, dest)
+    except OSError as exc:  # a folder on the way that cannot be searched, a path too long
+        raise OutputError(f"cannot write: {exc.strerror or exc}", dest) from exc
+
+
+def check_output_folder(folder: Path) -> None:
+    """A folder to write into (``batch -o``, the demo's): one that is there, or that can be made;
+    refused before any work otherwise (every file would be decoded and run, then fail)."""
+    try:
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputError("output folder is not a folder", folder)
+            return
+        _check_creatable(folder, folder)
+    except OSError as exc:
+        raise OutputError(f"cannot use the output folder: {exc.strerror or exc}", folder) from exc
+
+
 def plan_file(source: Path, output: str | os.PathLike[str] | None, options: OutputOptions) -> OutputPlan:
     """:func:`plan_output` with the options checked already."""
     into_folder = output is None or names_folder(output)
@@ -208,10 +233,7 @@ def plan_file(source: Path, output: str | os.PathLike[str] | None, options: Outp
             raise
         # "-o newdir": most likely a folder that does not exist yet
         raise UsageError(f"{exc.reason}, or end it with / for a folder to create", exc.path) from None
-    if source.exists() and dest.exists() and dest.resolve() == source.resolve():
-        raise OutputError("output would replace the input file", dest)
-    if into_folder and not dest.parent.exists():
-        _check_creatable(dest.parent, dest)
+    _check_place(source, dest, into_folder=into_folder)
     plan = OutputPlan(dest, settings, options)
     plan.check_destinations(create_folder=into_folder)
     return plan
@@ -325,6 +347,7 @@ __all__ = [
     "OutputOptions",
     "OutputPlan",
     "check_compare_width",
+    "check_output_folder",
     "check_suffix",
     "compare_path",
     "comparison",

@@ -9,13 +9,15 @@ batch resume where it stopped. Names follow the rule ``seedark enhance`` follows
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from seedark.errors import RawReadError
 from seedark.io.formats import OutputSettings
-from seedark.io.raw import RAW_EXTENSIONS
+from seedark.io.raw import RAW_EXTENSIONS, check_input
 from seedark.pipeline.output import OutputOptions, OutputPlan, compare_path, output_name
 from seedark.pipeline.report import Job
 
@@ -24,8 +26,77 @@ def is_raw_name(path: Path) -> bool:
     return path.suffix.lower() in RAW_EXTENSIONS
 
 
+def _folder_failure(exc: OSError) -> str:
+    """Why a folder could not be listed, for the summary."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        why = "permission denied"
+    elif exc.errno == errno.ENAMETOOLONG:
+        why = "its path is longer than the system allows"
+    else:
+        why = exc.strerror or str(exc)
+    return f"cannot read this folder ({why}): the RAW files in it, if any, are not converted"
+
+
+def _is_folder(entry: os.DirEntry[str], *, follow_symlinks: bool = True) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=follow_symlinks)
+    except OSError:  # cannot be looked at: a file, which fails with its reason if it is named like a RAW file
+        return False
+
+
+def _listing(folder: Path, recursive: bool, unreadable: list[tuple[Path, str]]) -> list[Path]:
+    """Everything but folders in ``folder`` (and, if ``recursive``, in the folders below it, links to
+    folders not followed); a folder that cannot be listed is added to ``unreadable`` with its reason,
+    never passed over."""
+    found: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError as exc:
+            failed.append((current, _folder_failure(exc)))
+            continue
+        for entry in entries:
+            if not _is_folder(entry):
+                found.append(current / entry.name)
+            elif recursive and _is_folder(entry, follow_symlinks=False):
+                pending.append(current / entry.name)
+    unreadable.extend(sorted(failed))
+    return found
+
+
+def _unreachable(path: Path, exc: OSError) -> str:
+    """Why a path given by name cannot even be looked at, in the words used for RAW files."""
+    try:
+        check_input(path)
+    except RawReadError as err:
+        return err.reason
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def _unique(found: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """``found`` without a file named twice (by two names or two roots)."""
+    seen: set[Path] = set()
+    unique = []
+    for f, root in found:
+        try:
+            key = f.resolve() if f.exists() else f.absolute()
+        except OSError:  # cannot be looked at: it fails with its reason when it is read
+            key = f.absolute()
+        if key not in seen:
+            seen.add(key)
+            unique.append((f, root))
+    return unique
+
+
 def find_inputs(
-    inputs: Iterable[str | os.PathLike[str]], *, recursive: bool
+    inputs: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool,
+    unreadable: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """(file, root) pairs to convert, and files ignored for not having a RAW extension.
 
@@ -33,29 +104,29 @@ def find_inputs(
     inside folders, only RAW extensions count (case-insensitive), so sidecars
     and camera JPEGs are left alone. ``root`` is the folder a file was found
     under, for mirroring the tree; a named file is its own root's child.
+    ``unreadable`` receives (path, reason) for every folder that could not be listed
+    and every named path that could not be looked at: each counts as a failure.
     """
     found: list[tuple[Path, Path]] = []
     ignored: list[Path] = []
+    cannot = unreadable if unreadable is not None else []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            walker = p.rglob("*") if recursive else p.iterdir()
-            for f in sorted(walker):
-                # A FIFO or a broken link named like a RAW file is counted (and fails with its
-                # reason, without being opened), never silently left out of the total.
-                if f.is_dir() or f.name.startswith("."):
-                    continue
-                (found.append((f, p)) if is_raw_name(f) else ignored.append(f))
-        else:
+        try:
+            is_dir = p.is_dir()
+        except OSError as exc:  # a folder on the way that cannot be searched, a path too long
+            cannot.append((p, _unreachable(p, exc)))
+            continue
+        if not is_dir:
             found.append((p, p.parent))
-    seen: set[Path] = set()
-    unique = []
-    for f, root in found:
-        key = f.resolve() if f.exists() else f.absolute()
-        if key not in seen:
-            seen.add(key)
-            unique.append((f, root))
-    return unique, ignored
+            continue
+        for f in sorted(_listing(p, recursive, cannot)):
+            # A FIFO or a broken link named like a RAW file is counted (and fails with its
+            # reason, without being opened), never silently left out of the total.
+            if f.name.startswith("."):
+                continue
+            (found.append((f, p)) if is_raw_name(f) else ignored.append(f))
+    return _unique(found), ignored
 
 
 def _key(path: Path) -> str:

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -240,16 +241,64 @@ def shipped(options: EngineOptions) -> EngineOptions:
 
 
 @contextlib.contextmanager
-def _signals_kept() -> Iterator[None]:
-    """ray.init installs its own SIGTERM/SIGINT handlers; the command line's (SIGTERM as Ctrl-C) stay."""
+def _signals_kept(ray: ModuleType) -> Iterator[None]:
+    """ray.init installs its own SIGTERM/SIGINT handlers; the command line's (SIGTERM as Ctrl-C) stay.
+
+    Ray's SIGTERM handler (``sys.exit(15)``: exit 15, without a word) is not even installed
+    while ray.init connects, which can take long, so SIGTERM then stops the command as it
+    always does.
+    """
     kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    setter = getattr(utils, "set_sigterm_handler", None)
+    if setter is not None:
+        utils.set_sigterm_handler = lambda handler: None  # type: ignore[union-attr]
     try:
         yield
     finally:
+        if setter is not None:
+            utils.set_sigterm_handler = setter  # type: ignore[union-attr]
         if threading.current_thread() is threading.main_thread():
             for signum, handler in kept.items():
                 if handler is not None:
                     signal.signal(signum, handler)
+
+
+def _head_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``HOST:PORT`` or ``ray://HOST:PORT`` address; None for Ray's other forms (``auto``)."""
+    text = address.strip()
+    if text.lower().startswith("ray://"):
+        text = text[len("ray://") :]
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or "/" in text:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def wait_for_head(address: str, timeout: float) -> None:
+    """Return once something answers at ``address``; UsageError after ``timeout`` seconds.
+
+    Ray itself retries a dead address for about 14 minutes inside calls that Ctrl-C cannot
+    interrupt; this wait is bounded (``SEEDARK_RAY_CONNECT_TIMEOUT``) and stops at Ctrl-C.
+    """
+    endpoint = _head_endpoint(address)
+    if endpoint is None:
+        return
+    log.debug("connecting to the Ray cluster at %s (waiting %g s at most)", address, timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection(endpoint, timeout=min(max(left, 0.1), 5.0)):
+                return
+        except OSError as exc:
+            why = exc.strerror or str(exc) or type(exc).__name__
+        if time.monotonic() >= deadline:
+            raise UsageError(
+                f"cannot connect to the Ray cluster at {address}: no answer within {timeout:g} s ({why}); "
+                f"is its head running? ({config.RAY_CONNECT_TIMEOUT} sets how long to wait)"
+            )
+        time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
 
 
 def _log_ray_message(data: dict[str, Any], ignore_prefix: bool = False) -> None:
@@ -273,6 +322,12 @@ def _ray_messages_logged(ray: ModuleType) -> Iterator[None]:
         worker.print_to_stdstream = printer  # type: ignore[union-attr]
 
 
+def _shut_down(ray: ModuleType) -> None:
+    """After a failed ray.init, which can leave Ray half set up: the next attempt must start clean."""
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+
+
 @contextlib.contextmanager
 def connected(cluster: Cluster) -> Iterator[ModuleType]:
     """Ray, connected (or started here, and then stopped at the end); an existing connection is reused."""
@@ -281,18 +336,21 @@ def connected(cluster: Cluster) -> Iterator[ModuleType]:
         yield ray
         return
     settings: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if cluster.address is None and not os.environ.get("RAY_ADDRESS"):
+    address = cluster.address or os.environ.get("RAY_ADDRESS", "").strip()
+    if address:
+        wait_for_head(address, config.ray_connect_timeout())
+    else:
         # started here: as many CPUs as workers asked for, the dashboard is not needed
         settings.update(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, cluster.workers or 1))
     try:
-        with _signals_kept():
+        with _signals_kept(ray):
             ray.init(address=cluster.address, **settings)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        # A failed init can leave Ray half set up in this process; the next attempt must start clean.
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        where = cluster.address or os.environ.get("RAY_ADDRESS") or "a local Ray instance"
-        raise UsageError(f"cannot connect to the Ray cluster at {where}: {exc}") from exc
+        _shut_down(ray)
+        raise UsageError(f"cannot connect to the Ray cluster at {address or 'a local Ray instance'}: {exc}") from exc
+    except BaseException:  # Ctrl-C, SIGTERM
+        _shut_down(ray)
+        raise
     try:
         with _ray_messages_logged(ray):
             yield ray

@@ -8,6 +8,14 @@ used entries beyond :data:`KEEP_CONVERTED` and :data:`KEEP_COMPILED` are removed
 so are conversions a killed process left half-written. Everything here is always safe
 to delete, and a cache that cannot be written only means converting again next time.
 The back end (:mod:`seedark.runtime.backends`) hands in OpenVINO's own reader and writer.
+
+A converted network is two files that OpenVINO reads as they are (``model.xml``, the
+graph, and ``model.bin``, the weights): a ``model.bin`` damaged on disk, even at the
+same size, would give wrong images without any error, and int8 conversion would start
+from it too. So their SHA-256 is stored beside them (``model.sha256``, in the same
+atomic folder, so the three appear together) and compared before the model is read;
+one that does not match, or has no checksum, is converted again, with one warning.
+OpenVINO's own messages about a file it cannot read (printed on fd 2) are captured.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from typing import Any
 import torch
 
 from seedark._files import PART_SUFFIX, atomic_folder
+from seedark._parallel import capture_c_stderr
 from seedark._version import __version__
 from seedark.config import cache_dir
 from seedark.models import network
@@ -93,16 +102,52 @@ def prune(folder: Path, keep: int, wanted: Callable[[Path], bool] = lambda _p: T
             shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
+#: The checksum file beside ``model.xml`` and ``model.bin``.
+DIGEST_NAME = "model.sha256"
+_IR_FILES = ("model.xml", "model.bin")
+
+
+def ir_digest(folder: Path) -> str:
+    """SHA-256 of ``model.xml`` then ``model.bin`` in ``folder`` (each preceded by its size, so
+    bytes moved from one file to the other change it). Raises OSError if one cannot be read."""
+    h = hashlib.sha256()
+    for name in _IR_FILES:
+        with open(folder / name, "rb") as fh:
+            h.update(f"{name}:{fh.seek(0, 2)}\n".encode())
+            fh.seek(0)
+            while piece := fh.read(1 << 20):
+                h.update(piece)
+    return h.hexdigest()
+
+
+def write_ir_digest(folder: Path) -> None:
+    """Store the checksum of the model just saved in ``folder`` (an atomic folder being filled)."""
+    (folder / DIGEST_NAME).write_text(ir_digest(folder) + "\n", encoding="ascii")
+
+
+def ir_intact(folder: Path) -> bool:
+    """Whether the model in ``folder`` is what was saved there: its checksum is stored and matches."""
+    try:
+        return (folder / DIGEST_NAME).read_text(encoding="ascii").strip() == ir_digest(folder)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def read_ir(entry: Path, read_model: Callable[[str], Any]) -> Any | None:
     """The converted model stored under ``entry`` (read by ``read_model``, OpenVINO's);
-    None when there is none or it is unreadable."""
+    None when there is none, it fails its checksum or it is unreadable."""
     xml = entry / "model.xml"
     if not xml.is_file():
         return None
+    if not ir_intact(entry):
+        log.warning("the OpenVINO model cached in %s fails its checksum (damaged?); converting it again", entry)
+        return None
+    said: list[str] = []  # OpenVINO's XML parser prints its complaints on fd 2
     try:
-        model = read_model(str(xml))
+        with capture_c_stderr(said):
+            model = read_model(str(xml))
     except RuntimeError as exc:
-        log.debug("cached OpenVINO model unreadable (%s); converting again", exc)
+        log.debug("cached OpenVINO model unreadable (%s); converting again", " ".join(said) or exc)
         return None
     with contextlib.suppress(OSError):
         os.utime(entry)  # recently used: prune keeps it
@@ -117,6 +162,7 @@ def save_ir(model: Any, entry: Path, save_model: Callable[..., None]) -> bool:
         with atomic_folder(entry) as tmp:
             # fp16 compression is on by default and would change the results; the weights stay fp32.
             save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+            write_ir_digest(tmp)
     except (OSError, RuntimeError) as exc:  # OpenVINO reports a full disk as RuntimeError("iostream error")
         log.debug("could not cache the OpenVINO model (%s); it will be converted again next time", exc)
         return False

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,42 +92,63 @@ def ratio_label(ratio: float) -> str:
     return f"x{round(ratio):d}"
 
 
-def read_list(
-    list_file: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None, *, check_files: bool = True
-) -> list[Pair]:
-    """Pairs of an official list file; paths are relative to ``data_root`` (default: the list's folder)."""
+def _parse_line(line: str, number: int, root: Path, src: Path) -> Pair | None:
+    """The pair on line ``number`` of a list file (None: a blank line or a comment)."""
+    tokens = line.split()
+    if not tokens or tokens[0].startswith("#"):
+        return None
+    if len(tokens) < 2:
+        want = "'<short file> <long file> [ISO] [F]'"
+        raise DatasetError(f"line {number}: expected {want}, got {line.strip()!r}", src)
+    short, long = tokens[0], tokens[1]
+    try:
+        scene, short_exp = parse_name(short)
+        long_scene, long_exp = parse_name(long)
+    except DatasetError as exc:
+        raise DatasetError(f"line {number}: {exc}", src) from None
+    if scene != long_scene:
+        raise DatasetError(f"line {number}: short scene {scene:05d} and long scene {long_scene:05d} differ", src)
+    return Pair(root / short, root / long, scene, short_exp, long_exp, short, long, tuple(tokens[2:]))
+
+
+def iter_list(list_file: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None) -> Iterator[Pair]:
+    """The pairs of an official list file, read one line at a time: a caller that needs the first
+    few (``eval --limit``) reads no further, however long the list. Files are not looked at."""
     src = Path(list_file)
     if not src.is_file():
         raise DatasetError("list file not found" if not src.exists() else "list file is not a file", src)
     root = Path(data_root) if data_root is not None else src.parent
     try:
-        text = src.read_text(encoding="utf-8")
+        with open(src, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                pair = _parse_line(line, number, root, src)
+                if pair is not None:
+                    yield pair
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"cannot read the list file ({exc})", src) from exc
-    pairs: list[Pair] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        tokens = line.split()
-        if not tokens or tokens[0].startswith("#"):
-            continue
-        if len(tokens) < 2:
-            want = "'<short file> <long file> [ISO] [F]'"
-            raise DatasetError(f"line {number}: expected {want}, got {line.strip()!r}", src)
-        short, long = tokens[0], tokens[1]
-        try:
-            scene, short_exp = parse_name(short)
-            long_scene, long_exp = parse_name(long)
-        except DatasetError as exc:
-            raise DatasetError(f"line {number}: {exc}", src) from None
-        if scene != long_scene:
-            raise DatasetError(f"line {number}: short scene {scene:05d} and long scene {long_scene:05d} differ", src)
-        pairs.append(Pair(root / short, root / long, scene, short_exp, long_exp, short, long, tuple(tokens[2:])))
+
+
+def check_pairs(pairs: list[Pair], list_file: str | os.PathLike[str], data_root: str | os.PathLike[str] | None) -> None:
+    """Refuse a list that holds no pairs, or whose pairs name files that are not there."""
+    src = Path(list_file)
     if not pairs:
         raise DatasetError("the list file holds no pairs", src)
+    missing = sorted({str(p) for pair in pairs for p in (pair.short, pair.long) if not p.is_file()})
+    if missing:
+        root = Path(data_root) if data_root is not None else src.parent
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DatasetError(f"{missing[0]} is missing{more} (paths are relative to {root})", src)
+
+
+def read_list(
+    list_file: str | os.PathLike[str], data_root: str | os.PathLike[str] | None = None, *, check_files: bool = True
+) -> list[Pair]:
+    """Pairs of an official list file; paths are relative to ``data_root`` (default: the list's folder)."""
+    pairs = list(iter_list(list_file, data_root))
+    if not pairs:
+        raise DatasetError("the list file holds no pairs", Path(list_file))
     if check_files:
-        missing = sorted({str(p) for pair in pairs for p in (pair.short, pair.long) if not p.is_file()})
-        if missing:
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise DatasetError(f"{missing[0]} is missing{more} (paths are relative to {root})", src)
+        check_pairs(pairs, list_file, data_root)
     return pairs
 
 
@@ -346,6 +367,7 @@ __all__ = [
     "find_sources",
     "group_by_reference",
     "is_image",
+    "iter_list",
     "paired_patch",
     "parse_name",
     "ratio_label",

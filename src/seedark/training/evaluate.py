@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from seedark._files import write_atomic
 from seedark._version import __version__
 from seedark.errors import OutputError, UsageError
 from seedark.frames.prepare import prepare
-from seedark.io.image import write_image
+from seedark.io.image import check_destination, write_image
 from seedark.io.pixels import apply_orientation
 from seedark.io.raw import RawFrame, read_raw
 from seedark.models.registry import default_model_for
@@ -36,7 +37,15 @@ from seedark.progress import ProgressFn
 from seedark.runtime.cluster import Cluster, Stopped, WorkerContext, parse_cluster, worker_pool
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer, parse_tile
 from seedark.training.arraycache import ArrayCache
-from seedark.training.dataset import MISALIGNED_SCENES, Pair, ratio_label, read_list, sensor_geometry, unorient
+from seedark.training.dataset import (
+    MISALIGNED_SCENES,
+    Pair,
+    check_pairs,
+    iter_list,
+    ratio_label,
+    sensor_geometry,
+    unorient,
+)
 from seedark.training.metrics import psnr, ssim
 
 if TYPE_CHECKING:
@@ -191,26 +200,28 @@ def score_pair(
     *,
     tile: int | None,
     references: _LastGroundTruth,
-    image_dir: Path | None = None,
+    image_path: Path | None = None,
+    overwrite: bool = False,
     progress: ProgressFn | None = None,
     match_sensor: bool = True,
 ) -> ImageScore:
-    """One pair enhanced and scored (and, with ``image_dir``, its output written there as a PNG)."""
+    """One pair enhanced and scored (and, with ``image_path``, its output written there as a PNG;
+    an existing file is replaced only with ``overwrite``)."""
     frame = read_raw(pair.short)
     output = infer(prepare(frame, pair.ratio), engine, tile=tile, progress=progress, match_sensor=match_sensor)
     gt, gt_flip = references.get(pair.long)
     ref, out = align_ground_truth(gt, gt_flip, frame, output)
     value_psnr, value_ssim = score_image(ref, out)
     written = None
-    if image_dir is not None:
+    if image_path is not None:
         written = write_image(
-            image_dir / f"{pair.short.stem}.png",
+            image_path,
             out,
             fmt="png",
             bits=8,
             metadata=frame.camera,
             software=f"seedark {__version__}",
-            overwrite=True,
+            overwrite=overwrite,
         )
     log.debug("%s x%g: PSNR %.2f dB, SSIM %.4f", pair.short.name, pair.ratio, value_psnr, value_ssim)
     return ImageScore(pair, value_psnr, value_ssim, written)
@@ -226,16 +237,25 @@ def evaluate_pairs(
     on_image: Callable[[ImageScore], None] | None = None,
     progress: ProgressFn | None = None,
     match_sensor: bool = True,
+    overwrite: bool = False,
 ) -> list[ImageScore]:
-    """Score every pair; with ``image_dir``, also write each output as an 8-bit PNG there.
+    """Score every pair; with ``image_dir``, also write each output as an 8-bit PNG there
+    (named by :func:`image_paths`; an existing file is replaced only with ``overwrite``).
     ``match_sensor``: each file's colours are mapped to the model's camera (docs/cameras.md)."""
 
     tile = parse_tile(tile)
     references = _LastGroundTruth(cache)
+    paths = image_paths(pairs, image_dir, overwrite=overwrite)
     scores: list[ImageScore] = []
     for done, pair in enumerate(pairs, 1):
         score = score_pair(
-            pair, engine, tile=tile, references=references, image_dir=image_dir, match_sensor=match_sensor
+            pair,
+            engine,
+            tile=tile,
+            references=references,
+            image_path=paths[done - 1],
+            overwrite=overwrite,
+            match_sensor=match_sensor,
         )
         scores.append(score)
         if on_image is not None:
@@ -243,6 +263,28 @@ def evaluate_pairs(
         if progress is not None:
             progress(done, len(pairs))
     return scores
+
+
+def image_paths(pairs: Sequence[Pair], folder: Path | None, *, overwrite: bool = False) -> list[Path | None]:
+    """Where ``--save-images`` writes each pair's output in ``folder`` (all None without one), checked
+    before any work: ``<stem>.png``, or ``<stem>_<n>.png`` (``n``: the pair's place in the list) for a
+    stem that two pairs share (the same name in two folders), so that no image replaces another;
+    an existing file is refused unless ``overwrite``."""
+    if folder is None:
+        return [None] * len(pairs)
+    counts = Counter(os.path.normcase(p.short.stem) for p in pairs)
+    taken = {os.path.normcase(f"{p.short.stem}.png") for p in pairs if counts[os.path.normcase(p.short.stem)] == 1}
+    paths: list[Path | None] = []
+    for n, pair in enumerate(pairs, 1):
+        name = f"{pair.short.stem}.png"
+        if counts[os.path.normcase(pair.short.stem)] > 1:
+            name, extra = f"{pair.short.stem}_{n}.png", 2
+            while os.path.normcase(name) in taken:
+                name, extra = f"{pair.short.stem}_{n}_{extra}.png", extra + 1
+            taken.add(os.path.normcase(name))
+        check_destination(folder / name, overwrite=overwrite)
+        paths.append(folder / name)
+    return paths
 
 
 def split_misaligned(pairs: Sequence[Pair], include_misaligned: bool) -> tuple[list[Pair], list[Pair]]:
@@ -266,6 +308,7 @@ def evaluate(
     on_image: Callable[[ImageScore], None] | None = None,
     cluster: str | None = None,
     workers: int | None = None,
+    overwrite: bool = False,
     **engine_options: Unpack[EngineKwargs],
 ) -> EvalReport:
     """Score a model on an official list; with ``out_dir``, write results.csv and results.json there.
@@ -274,6 +317,8 @@ def evaluate(
     ``model`` name (default: the registry's model for the dataset's sensor).
     ``progress`` counts images. ``cluster`` (``ray`` or ``ray://HOST:PORT``) scores the
     pairs on ``workers`` Ray workers instead, with the same results (docs/cluster.md).
+    ``save_images``: each output as a PNG in ``out_dir`` (:func:`image_paths`), an existing
+    one replaced only with ``overwrite``. ``limit``: the list is read only as far as needed.
     """
     options = EngineOptions.from_kwargs(**engine_options)
     where = parse_cluster(cluster, workers)
@@ -281,22 +326,23 @@ def evaluate(
         raise UsageError("an engine cannot be sent to a cluster: give weights or a model")
     if save_images and out_dir is None:
         raise UsageError("--save-images needs --out, the folder to write the images into")
-    if limit is not None and limit < 1:
-        raise UsageError(f"limit must be at least 1, got {limit}")
     src = Path(list_file)
     kept, excluded = _pairs_to_score(src, data_root, include_misaligned, limit)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _prepare_folder(out)
+    image_dir = out if save_images else None
+    images = image_paths(kept, image_dir, overwrite=overwrite)  # refused before any work, not after hours of it
     model = options.model
     if engine is None and options.picks_model:
         model = default_model_for(read_raw(kept[0].short).sensor)
     if excluded:
         scenes = ", ".join(f"{s:05d}" for s in sorted({p.scene for p in excluded}))
         log.info("leaving out %d pair(s) of misaligned scene(s) %s (--all keeps them)", len(excluded), scenes)
-    image_dir = out if save_images else None
     if where is not None:
-        scores, used = score_on_cluster(kept, replace(options, model=model), where, cache_dir, image_dir, on_image)
+        scores, used = score_on_cluster(
+            kept, replace(options, model=model), where, cache_dir, images, on_image, overwrite
+        )
     else:
         engine = engine or engine_for(None, replace(options, model=model))
         used = _Used(str(engine.source), engine.info.device, engine.info.precision)
@@ -309,6 +355,7 @@ def evaluate(
             on_image=on_image,
             progress=options.progress,
             match_sensor=options.match_sensor,
+            overwrite=overwrite,
         )
     report = EvalReport(
         scores,
@@ -334,10 +381,10 @@ class _Used(NamedTuple):
 
 
 def score_on_worker(
-    context: WorkerContext, item: tuple[int, Pair], *, cache_dir: Path | None, image_dir: Path | None
+    context: WorkerContext, item: tuple[int, Pair, Path | None], *, cache_dir: Path | None, overwrite: bool
 ) -> tuple[int, ImageScore, _Used]:
     """One pair, in a cluster worker (its last ground truth kept for the next pair it gets)."""
-    index, pair = item
+    index, pair, image_path = item
     references = context.state.get("references")
     if references is None:
         references = _LastGroundTruth(ArrayCache(cache_dir) if cache_dir is not None else None)
@@ -348,7 +395,8 @@ def score_on_worker(
         engine,
         tile=context.options.tile,
         references=references,
-        image_dir=image_dir,
+        image_path=image_path,
+        overwrite=overwrite,
         progress=context.progress,
         match_sensor=context.options.match_sensor,
     )
@@ -360,8 +408,9 @@ def score_on_cluster(
     options: EngineOptions,
     cluster: Cluster,
     cache_dir: str | os.PathLike[str] | None,
-    image_dir: Path | None,
+    images: list[Path | None],
     on_image: Callable[[ImageScore], None] | None,
+    overwrite: bool = False,
 ) -> tuple[list[ImageScore], _Used]:
     """Every pair scored on the cluster's workers; the scores in the list's order, as a local run gives them.
 
@@ -369,11 +418,11 @@ def score_on_cluster(
     is raised again once they have.
     """
     cache = Path(cache_dir) if cache_dir is not None else None
-    job = functools.partial(score_on_worker, cache_dir=cache, image_dir=image_dir)
+    job = functools.partial(score_on_worker, cache_dir=cache, overwrite=overwrite)
     scored: dict[int, ImageScore] = {}
     used: _Used | None = None
     with worker_pool(cluster, options, job) as pool:
-        for _, outcome in pool.run(list(enumerate(pairs))):
+        for _, outcome in pool.run([(i, pair, images[i]) for i, pair in enumerate(pairs)]):
             if isinstance(outcome, Stopped):
                 continue
             if isinstance(outcome, BaseException):
@@ -399,10 +448,16 @@ def _weights_name(weights: str | os.PathLike[str] | LoadedWeights | None) -> str
 def _pairs_to_score(
     src: Path, data_root: str | os.PathLike[str] | None, include_misaligned: bool, limit: int | None
 ) -> tuple[list[Pair], list[Pair]]:
-    """(pairs to score, misaligned pairs left out) of a list file."""
-    kept, excluded = split_misaligned(read_list(src, data_root), include_misaligned)
-    if limit is not None:
-        kept = kept[:limit]
+    """(pairs to score, misaligned pairs left out) of a list file, read no further than ``limit`` needs."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"limit must be at least 1, got {limit}")
+    kept: list[Pair] = []
+    excluded: list[Pair] = []
+    for pair in iter_list(src, data_root):
+        (excluded if pair.misaligned and not include_misaligned else kept).append(pair)
+        if limit is not None and len(kept) >= limit:
+            break
+    check_pairs(kept + excluded, src, data_root)
     if not kept:
         raise UsageError("no pairs left to score (every scene in the list is a misaligned one; use --all)", src)
     return kept, excluded
@@ -453,6 +508,7 @@ __all__ = [
     "align_ground_truth",
     "evaluate",
     "evaluate_pairs",
+    "image_paths",
     "score_image",
     "split_misaligned",
     "write_report",
