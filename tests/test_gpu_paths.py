@@ -136,7 +136,7 @@ def test_out_of_memory_plans_smaller_tiles_and_later_frames_keep_to_them(
     bayer: LoadedWeights, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(engine_module, "available_memory", lambda _device: 1e12)  # auto: the whole frame
-    released: list[torch.device] = []
+    released: list[devices.Device] = []
     monkeypatch.setattr(engine_module, "release_after_oom", released.append)
     packed = rng.random((320, 352, 4), dtype=np.float32)
     whole = torch_engine(bayer).run(packed)
@@ -147,7 +147,7 @@ def test_out_of_memory_plans_smaller_tiles_and_later_frames_keep_to_them(
         out = engine.run(packed)
     failed = [s for s in tried if s[0] * s[1] > limit]
     assert tried[0] == (320, 352) and failed  # the whole frame first, as planned
-    assert released == [CPU] * len(failed)  # memory freed after each failure
+    assert released == [devices.CPU] * len(failed)  # memory freed after each failure
     assert "out of memory on cpu with tiles of 320x352 packed px: trying again with" in caplog.text
     assert engine.memory_cap is not None and engine.memory_cap <= 320 * 352 * engine.bytes_per_pixel / 2
     np.testing.assert_allclose(out, whole, rtol=0, atol=STITCH_TOLERANCE)  # tiled = whole frame
@@ -320,7 +320,7 @@ def test_the_bf16_probe_convolves(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_args: object, **_kwargs: object) -> torch.Tensor:
         raise RuntimeError("\"conv2d\" not implemented for 'BFloat16'")
 
-    monkeypatch.setattr(devices.F, "conv2d", refuse)
+    monkeypatch.setattr(torch.nn.functional, "conv2d", refuse)
     assert not devices.bf16_convolves(CPU)
     probed: list[torch.device] = []
     monkeypatch.setattr(devices, "bf16_convolves", lambda device: probed.append(device) or False)

@@ -24,7 +24,7 @@ _EXPORTS = {
     "pack_bayer": "frames.packing",
     "amplify": "frames.packing",
     "SIDUNet": "models.network",
-    "NetworkSpec": "models.network",
+    "NetworkSpec": "models.architecture",
     "load_weights": "models.weights",
     "save_safetensors": "models.weights",
     "LoadedWeights": "models.weights",
@@ -107,8 +107,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from seedark.frames.packing import amplify, pack_bayer
     from seedark.io.image import write_image
     from seedark.io.raw import RawFrame, read_raw
+    from seedark.models.architecture import NetworkSpec
     from seedark.models.cache import download_model, import_model, load_model
-    from seedark.models.network import NetworkSpec, SIDUNet
+    from seedark.models.network import SIDUNet
     from seedark.models.tfcheckpoint import read_checkpoint
     from seedark.models.weights import LoadedWeights, load_weights, save_safetensors
     from seedark.pipeline.batch import run_batch

@@ -57,7 +57,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,7 @@ from seedark.config import cache_dir, cache_write_reason, offline
 from seedark.errors import DownloadError, SeedarkError, UsageError, WeightsError
 from seedark.models import official, registry
 from seedark.models.registry import DEFAULT_MODEL, ModelRecord
+from seedark.models.weightsfile import WeightsFile, file_identity, located
 from seedark.progress import ByteProgress
 
 if TYPE_CHECKING:
@@ -176,29 +177,49 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _entry_problem(files: ModelFiles, record: ModelRecord | None) -> str | None:
     """Why the cached entry can't be used (None when it's good); hashes the weights file."""
+    return _entry_state(files, record)[0]
+
+
+def _entry_state(files: ModelFiles, record: ModelRecord | None) -> tuple[str | None, str]:
+    """Why the cached entry can't be used (None when it's good), and the weights file's SHA-256
+    (hashed now) when it matches the provenance record."""
     if not files.provenance.is_file():
-        return "not in the cache"
+        return "not in the cache", ""
     prov = _read_json(files.provenance)
     if prov is None or not isinstance(prov.get("weights_sha256"), str):
-        return f"its provenance record {PROVENANCE_NAME} is unreadable"
+        return f"its provenance record {PROVENANCE_NAME} is unreadable", ""
     try:
         size = files.weights.stat().st_size
     except OSError:
-        return f"{WEIGHTS_NAME} is missing"
+        return f"{WEIGHTS_NAME} is missing", ""
     if prov.get("weights_size") not in (None, size):
-        return f"{WEIGHTS_NAME} has {size:,} bytes, the provenance record says {prov['weights_size']:,}"
+        return f"{WEIGHTS_NAME} has {size:,} bytes, the provenance record says {prov['weights_size']:,}", ""
     try:
         digest = hash_file(files.weights)
     except OSError as exc:
-        return f"{WEIGHTS_NAME} is unreadable ({exc.strerror or exc})"
+        return f"{WEIGHTS_NAME} is unreadable ({exc.strerror or exc})", ""
     if digest != prov["weights_sha256"]:
-        return f"{WEIGHTS_NAME} has sha256 {digest}, the provenance record says {prov['weights_sha256']}"
+        return f"{WEIGHTS_NAME} has sha256 {digest}, the provenance record says {prov['weights_sha256']}", ""
     if record is not None and prov.get("verified"):
         pinned = {f.get("name"): (f.get("pinned_sha256"), f.get("size")) for f in prov.get("files", [])}
         for f in record.files:
             if pinned.get(f.name, (None, None)) != (f.sha256, f.size):
-                return "it was built from other files than this version of seedark pins"
-    return None
+                return "it was built from other files than this version of seedark pins", ""
+    return None, digest
+
+
+def _checked_file(files: ModelFiles, record: ModelRecord | None) -> tuple[WeightsFile | None, str | None]:
+    """The cached weights file, checked against its provenance record now (hashed), or why it can't
+    be used. Its identity holds the checksum; it is None (the file is read in full) if the
+    file changed while it was hashed."""
+    before = file_identity((files.weights,))
+    problem, digest = _entry_state(files, record)
+    if problem is not None:
+        return None, problem
+    where = located(files.weights, "safetensors", (files.weights,), f"sha256:{digest}")
+    if before is None or where.identity is None or where.identity.partition("/")[0] != before:
+        where = replace(where, identity=None)
+    return where, None
 
 
 def _provenance(name: str, origin: dict[str, Any], weights: LoadedWeights, weights_file: Path) -> dict[str, Any]:
@@ -353,12 +374,19 @@ def load_model(
     time. A corrupt registry model is fetched again when ``download`` allows;
     otherwise, and for imported models, WeightsError says how to repair it.
     """
+    return official.weights_io().load_located(model_file(name, download=download, progress=progress))
+
+
+def model_file(name: str | None = None, *, download: bool = True, progress: ByteProgress | None = None) -> WeightsFile:
+    """:func:`load_model` up to reading the tensors: the cached model's weights file, hashed and
+    checked against its provenance record (now, every time), downloaded first when needed."""
     name = name or DEFAULT_MODEL
     record = _resolve(name)
     files = model_files(name)
-    problem = _entry_problem(files, record)
-    if problem is None:
-        return official.weights_io().load_safetensors(files.weights)
+    where, problem = _checked_file(files, record)
+    if where is not None:
+        return where
+    assert problem is not None
     cached = files.provenance.is_file()
     if record is None or not download or (cached and offline()):
         raise _unusable(files, record, problem, cached)
@@ -367,10 +395,10 @@ def load_model(
     elif not offline():  # offline, download_model explains why nothing is fetched
         _announce_first_download(record, files)
     download_model(name, progress=progress)
-    problem = _entry_problem(files, record)
-    if problem is not None:  # pragma: no cover - only if the disk changes under us
+    where, problem = _checked_file(files, record)
+    if where is None:  # pragma: no cover - only if the disk changes under us
         raise WeightsError(f"the freshly downloaded {name} model fails its check ({problem})", files.weights)
-    return official.weights_io().load_safetensors(files.weights)
+    return where
 
 
 def _unusable(files: ModelFiles, record: ModelRecord | None, problem: str, cached: bool) -> WeightsError:
@@ -508,6 +536,7 @@ __all__ = [
     "list_models",
     "load_model",
     "manual_instructions",
+    "model_file",
     "model_files",
     "models_dir",
     "read_provenance",

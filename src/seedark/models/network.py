@@ -21,40 +21,14 @@ Where TensorFlow and PyTorch disagree, we follow TensorFlow:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seedark.models.architecture import LEVELS
+from seedark.models.architecture import LEVELS, NetworkSpec
 
 LEAKY_SLOPE = 0.2
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """Shape of one SID network; everything else is fixed by the paper."""
-
-    in_channels: int = 4
-    width: int = 32
-    block: int = 2  # depth-to-space factor: 2 for Bayer, 3 for X-Trans
-
-    @property
-    def out_channels(self) -> int:
-        return 3 * self.block * self.block
-
-    @property
-    def packing(self) -> str:
-        return {4: "bayer", 9: "xtrans"}.get(self.in_channels, "unknown")
-
-    def widths(self) -> list[int]:
-        return [self.width * 2**k for k in range(LEVELS)]
-
-    @property
-    def pool_multiple(self) -> int:
-        """Tiles starting at multiples of this share the whole frame's pooling grid."""
-        return 2 ** (LEVELS - 1)
 
 
 def depth_to_space_tf(x: torch.Tensor, block: int) -> torch.Tensor:

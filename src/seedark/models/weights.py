@@ -31,6 +31,7 @@ from seedark._files import atomic_output
 from seedark.errors import WeightsError
 from seedark.models import tfcheckpoint
 from seedark.models.network import LEVELS, NetworkSpec, SIDUNet
+from seedark.models.weightsfile import WeightsFile, locate_weights
 
 log = logging.getLogger("seedark")
 
@@ -61,6 +62,10 @@ class LoadedWeights:
     source: Path
     kind: str  # "tensorflow" or "safetensors"
     metadata: dict[str, str] = field(default_factory=dict)
+    #: Which version of which files these are (:class:`seedark.models.weightsfile.WeightsFile`), when
+    #: they were read from files that did not change meanwhile: a converted network is then found
+    #: again next time without reading them (seedark.runtime.ircache).
+    identity: str | None = None
 
     def build(self) -> SIDUNet:
         net = SIDUNet(self.spec)
@@ -289,21 +294,21 @@ def load_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
 
 def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
     """Load ``--weights``: a TF checkpoint (dir, prefix, .index) or a .safetensors file."""
-    p = Path(path)
-    if p.suffix == ".safetensors" and p.is_file():
-        return load_safetensors(p)
-    if tfcheckpoint.is_tf_checkpoint(p):
-        return load_tf_checkpoint(p)
-    if p.is_file():
-        with open(p, "rb") as f:
-            head = f.read(16)
-        # safetensors starts with an 8-byte header length then '{'
-        if len(head) > 8 and head[8:9] == b"{":
-            return load_safetensors(p)
-        raise WeightsError("not a TensorFlow checkpoint or safetensors file", p)
-    if not p.exists() and not p.with_name(p.name + ".index").exists():
-        raise WeightsError("no such file or folder", p)
-    raise WeightsError("no TensorFlow checkpoint or safetensors weights found here", p)
+    return load_located(locate_weights(path))
+
+
+def load_located(where: WeightsFile) -> LoadedWeights:
+    """Read and check weights found by :func:`~seedark.models.weightsfile.locate_weights` (or the
+    model cache); they keep the files' identity if the files are still as they were located."""
+    if where.kind == "safetensors":
+        weights = load_safetensors(where.source)
+    elif where.kind == "tensorflow":
+        weights = load_tf_checkpoint(where.source)
+    else:
+        raise ValueError(f"unknown kind of weights file: {where.kind!r}")
+    if where.identity is not None and where.current_identity() == where.identity:
+        weights.identity = where.identity
+    return weights
 
 
 def random_weights(spec: NetworkSpec, seed: int = 0) -> LoadedWeights:
@@ -325,6 +330,7 @@ __all__ = [
     "LEVELS",
     "LoadedWeights",
     "expected_shapes",
+    "load_located",
     "load_safetensors",
     "load_tf_checkpoint",
     "load_weights",

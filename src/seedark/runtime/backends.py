@@ -15,6 +15,10 @@ and picks the back end (:func:`select_backend`):
   ~960 for a dynamic-shape model), with compiled blobs cached by OpenVINO itself.
 
 Both compute what :class:`seedark.models.network.SIDUNet` computes (tests/test_engines.py).
+
+torch is imported only by the PyTorch back end and by a conversion: an OpenVINO engine
+whose weights' conversion is cached (:class:`seedark.runtime.ircache.KnownWeights`) runs
+without it.
 """
 
 from __future__ import annotations
@@ -29,21 +33,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from seedark import config
 from seedark._parallel import release_heap
 from seedark.errors import DeviceError, UsageError
 from seedark.io.pixels import quantise
-from seedark.models.network import SIDUNet
-from seedark.models.weights import LoadedWeights
 from seedark.runtime import ircache, quantize
-from seedark.runtime.devices import precision_name, release_memory
-from seedark.runtime.gpu import TilePipeline, TileWork, inference_scope
+from seedark.runtime.devices import CPU, Device, precision_name, release_memory, torch_dtype
+from seedark.runtime.ircache import KnownWeights
 from seedark.runtime.telemetry import mute_telemetry
+from seedark.runtime.tiling import TileWork
 
 if TYPE_CHECKING:
     from types import ModuleType
+
+    import torch
+
+    from seedark.models.network import SIDUNet
+    from seedark.models.weights import LoadedWeights
+    from seedark.models.weightsfile import WeightsFile
 
 log = logging.getLogger("seedark")
 
@@ -95,11 +103,21 @@ def write_core(core: np.ndarray, dest: np.ndarray) -> None:
 
 
 class TorchBackend:
-    """The network in eager PyTorch on any device, in the device's fast layout."""
+    """The network in eager PyTorch on any device, in the device's fast layout.
+
+    ``device`` and ``precision``: a :class:`Device` or ``torch.device``, and a precision's name
+    (``fp32``, ``bf16``, ``fp16``; ``fp64`` for tests) or a ``torch.dtype``.
+    """
 
     name = "pytorch"
 
-    def __init__(self, weights: LoadedWeights, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, weights: LoadedWeights, device: Device | torch.device, precision: str | torch.dtype = "fp32"
+    ) -> None:
+        import torch
+
+        device = torch.device(device.type, device.index)
+        dtype = torch_dtype(precision) if isinstance(precision, str) else precision
         self.device = device
         self.dtype = dtype
         self.spec = weights.spec
@@ -112,7 +130,7 @@ class TorchBackend:
         self.pipelined = device.type == "cuda"
         # fp64 only serves tests that prove tiling exact beyond float32 rounding.
         self.precision = precision_name(dtype)
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = dtype.itemsize
         # The module's parameters, plus the caller's copy of the weights when they are on the same device.
         self.model_bytes = 2 * sum(v.numel() for v in weights.state.values()) * itemsize
 
@@ -120,13 +138,17 @@ class TorchBackend:
         # Width 32, fp32, CPU: 518 B/px for the forward alone and up to 645 B/px measured inside
         # `seedark enhance` (allocator slack): the decoder's full-resolution concat (64 channels), the
         # skip and one conv output, then the output planes. Scaled by width and element size.
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        itemsize = self.dtype.itemsize
         return (560.0 * self.spec.width / 32 + 64.0) * itemsize / 4 + 16
 
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
         self.run_tiles([TileWork(tile, dest, oy, ox)])
 
     def run_tiles(self, work: Iterable[TileWork]) -> None:
+        import torch
+
+        from seedark.runtime.gpu import TilePipeline, inference_scope
+
         with torch.inference_mode(), inference_scope(self.dtype):
             if self.pipelined:
                 TilePipeline(self._forward, self.device, self.dtype, self.layout).run(work)
@@ -139,6 +161,8 @@ class TorchBackend:
 
     def _run_one(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
         """One tile, the output done on the host (the CPU's path, and MPS's)."""
+        import torch
+
         x = torch.from_numpy(np.asarray(tile, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
         x = x.to(self.device, self.dtype).contiguous(memory_format=self.layout)
         y = self._forward(x)
@@ -184,6 +208,11 @@ def _ov_core() -> Any:
     return _CORE
 
 
+def openvino_version() -> str:
+    """OpenVINO's release (``2026.4.1``): its conversions and blobs are kept apart per release."""
+    return str(_openvino().get_version()).split("-")[0]
+
+
 def openvino_has_native_bf16() -> bool:
     try:
         caps = _ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -194,6 +223,8 @@ def openvino_has_native_bf16() -> bool:
 
 def convert_network(weights: LoadedWeights) -> Any:
     """The network as an OpenVINO model with dynamic H and W (traces the module: seconds)."""
+    import torch
+
     ov = _openvino()
     net = weights.build()
     example = torch.zeros(1, weights.spec.in_channels, 64, 64)
@@ -210,12 +241,16 @@ class OpenVINOBackend:
     (:meth:`model`, stored on disk per weights digest when they come from a file),
     the IR compiled for one static tile shape (:meth:`compiled`, the last two shapes
     kept in memory, their blobs on disk by OpenVINO itself), then each tile run on
-    a compiled request (:meth:`run_tile`).
+    a compiled request (:meth:`run_tile`). ``weights`` may be :class:`KnownWeights`,
+    whose conversion is cached: their files are read (and torch loaded) only if the
+    tensors are needed after all.
     """
 
     name = "openvino"
 
-    def __init__(self, weights: LoadedWeights, precision: str = "fp32", *, persist: bool | None = None) -> None:
+    def __init__(
+        self, weights: LoadedWeights | KnownWeights, precision: str = "fp32", *, persist: bool | None = None
+    ) -> None:
         if precision not in ("fp32", "bf16", "int8"):
             raise DeviceError(f"OpenVINO runs fp32, bf16 or int8 on the CPU, not {precision}")
         if precision == "bf16" and not openvino_has_native_bf16():
@@ -226,13 +261,16 @@ class OpenVINOBackend:
         self.spec = weights.spec
         self.precision = precision
         self.persist = weights.kind in ircache.PERSISTENT_KINDS if persist is None else persist
-        self.version = _openvino().get_version().split("-")[0]
+        self.version = openvino_version()
+        self._digest = weights.digest if isinstance(weights, KnownWeights) else None
         self._model: Any = None
         self._compiled: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
         self._fallback: TorchBackend | None = None
         # Measured for width 32: the runtime (~120 MB once compiled) and about five copies of the
-        # weights (caller's, converted model, compiled and repacked, I/O buffers).
-        self.model_bytes = 120_000_000 + 5 * sum(v.numel() for v in weights.state.values()) * 4
+        # weights (caller's, converted model, compiled and repacked, I/O buffers); four without
+        # the caller's, when they were never read.
+        copies = 4 if isinstance(weights, KnownWeights) else 5
+        self.model_bytes = 120_000_000 + copies * self.spec.parameter_count() * 4
         #: Seconds spent converting / compiling (for the benchmark and docs).
         self.timings: dict[str, float] = {}
 
@@ -241,18 +279,32 @@ class OpenVINOBackend:
     def _folder(self) -> Path:
         return ircache.openvino_folder(self.version)
 
+    def tensors(self) -> LoadedWeights:
+        """The weights themselves: read now (and kept) if only their conversion was known."""
+        if isinstance(self.weights, KnownWeights):
+            from seedark.models.weights import load_located
+
+            self.weights = load_located(self.weights.located)
+        return self.weights
+
+    def _weights_digest(self) -> str:
+        if self._digest is None:
+            self._digest = ircache.weights_digest(self.tensors())
+        return self._digest
+
     def _entry(self, precision: str) -> Path:
         """Where the converted model of ``precision`` is cached: fp32 and bf16 share one, int8 has its own."""
-        return ircache.ir_entry(self._folder(), self.weights, quantize.RECIPE if precision == "int8" else None)
+        variant = quantize.RECIPE if precision == "int8" else None
+        return ircache.ir_entry(self._folder(), self._weights_digest(), variant)
 
     def _read_ir(self, entry: Path) -> Any | None:
         return ircache.read_ir(entry, lambda xml: _ov_core().read_model(xml))
 
     def _convert(self) -> Any:
         if self.precision != "int8":
-            return convert_network(self.weights)
+            return convert_network(self.tensors())
         fp32 = self._read_ir(self._entry("fp32")) if self.persist else None
-        return quantize.quantize(convert_network(self.weights) if fp32 is None else fp32)
+        return quantize.quantize(convert_network(self.tensors()) if fp32 is None else fp32)
 
     def model(self) -> Any:
         """The converted model (dynamic H and W): from the cache, else converted (and cached)."""
@@ -266,6 +318,7 @@ class OpenVINOBackend:
         model = self._read_ir(entry) if self.persist else None
         if model is not None:
             self.timings["load_ir"] = time.perf_counter() - start
+            self._remember()
             return model
         log.info("preparing the OpenVINO engine (once per model)")
         model = self._convert()
@@ -273,9 +326,15 @@ class OpenVINOBackend:
             # Compile what later runs will read, so that OpenVINO's blob cache recognises it then.
             stored = self._read_ir(entry)
             model = model if stored is None else stored
+            self._remember()
         release_heap()  # tracing leaves ~100 MB of freed heap that would otherwise add to the frame's peak
         self.timings["convert"] = time.perf_counter() - start
         return model
+
+    def _remember(self) -> None:
+        """Let the next run find this conversion by the weights' files, without reading them."""
+        if self.persist and not isinstance(self.weights, KnownWeights):
+            ircache.remember_weights(self._folder(), self.weights, self._weights_digest())
 
     # -- compiled shapes
 
@@ -321,7 +380,7 @@ class OpenVINOBackend:
     def torch_fallback(self) -> TorchBackend:
         """PyTorch on the CPU in fp32, for frames too small to be worth compiling for."""
         if self._fallback is None:
-            self._fallback = TorchBackend(self.weights, torch.device("cpu"), torch.float32)
+            self._fallback = TorchBackend(self.tensors(), CPU, "fp32")
         return self._fallback
 
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
@@ -360,32 +419,59 @@ def requested_backend(name: str | None) -> str:
     return spec
 
 
-def select_backend(
-    weights: LoadedWeights, device: torch.device, dtype: torch.dtype, name: str | None = "auto"
-) -> Backend:
-    """The fastest back end for this device and precision (docs/performance.md).
+def backend_name(device: Device | torch.device, precision: str, name: str | None = "auto") -> str:
+    """Which back end :func:`select_backend` builds for ``device`` and ``precision`` (a name):
+    ``openvino`` or ``pytorch``; an error for a request that cannot run. Builds nothing.
 
     ``auto``: OpenVINO on the CPU when it is installed and can run the precision,
     otherwise PyTorch. ``openvino`` asked for by name and unusable is an error.
     """
     want = requested_backend(name)
-    precision = precision_name(dtype)
     if precision == "int8":  # only OpenVINO runs the quantised model
         if want == "pytorch":
             raise DeviceError("int8 runs on the OpenVINO engine; drop --engine pytorch or use another precision")
         if not openvino_installed():
             raise DeviceError("int8 needs OpenVINO and NNCF: pip install 'seedark[int8]'")
-        want = "openvino"
+        return "openvino"
     if want == "openvino":
         if device.type != "cpu":
             raise DeviceError(f"the OpenVINO engine runs on the CPU, not {device}")
         if not openvino_installed():
             raise DeviceError("the OpenVINO engine is not installed (pip install 'seedark[openvino]')")
-        return OpenVINOBackend(weights, precision)
-    if want == "auto" and device.type == "cpu" and openvino_installed():
+        return "openvino"
+    runs = precision == "fp32" or (precision == "bf16" and openvino_has_native_bf16())
+    if want == "auto" and device.type == "cpu" and openvino_installed() and runs:
+        return "openvino"
+    return "pytorch"
+
+
+def select_backend(
+    weights: LoadedWeights | KnownWeights,
+    device: Device | torch.device,
+    precision: str | torch.dtype,
+    name: str | None = "auto",
+) -> Backend:
+    """The fastest back end for this device and precision (:func:`backend_name`; docs/performance.md).
+
+    ``precision``: a name, or a torch dtype. OpenVINO chosen by ``auto`` and failing to start
+    falls back to PyTorch, with a warning.
+    """
+    precision = precision if isinstance(precision, str) else precision_name(precision)
+    if backend_name(device, precision, name) == "openvino":
+        if requested_backend(name) != "auto" or precision == "int8":
+            return OpenVINOBackend(weights, precision)
         try:
-            if precision == "fp32" or (precision == "bf16" and openvino_has_native_bf16()):
-                return OpenVINOBackend(weights, precision)
+            return OpenVINOBackend(weights, precision)
         except (ImportError, RuntimeError, DeviceError) as exc:
             log.warning("OpenVINO is installed but unusable (%s); using PyTorch", exc)
-    return TorchBackend(weights, device, dtype)
+    if isinstance(weights, KnownWeights):
+        from seedark.models.weights import load_located
+
+        weights = load_located(weights.located)
+    return TorchBackend(weights, device, precision)
+
+
+def known_conversion(where: WeightsFile) -> KnownWeights | None:
+    """The weights in ``where``'s files, if this OpenVINO has converted them unchanged before
+    (seedark.runtime.ircache): then nothing needs reading them, nor torch."""
+    return ircache.recall_weights(ircache.openvino_folder(openvino_version()), where)

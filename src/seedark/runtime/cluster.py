@@ -36,12 +36,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import torch
-
 from seedark import config
 from seedark.errors import DeviceError, UsageError
 from seedark.models.cache import load_model
-from seedark.runtime.devices import auto_precision, precision_name
+from seedark.runtime.devices import Device, auto_precision_name
 from seedark.runtime.engine import Engine, EngineCache, EngineOptions
 
 if TYPE_CHECKING:
@@ -217,7 +215,7 @@ def _precision(precision: str, device_type: str) -> str:
     if spec not in config.PRECISIONS:
         raise UsageError(f"unknown precision {spec!r}; use {', '.join(config.PRECISIONS)}")
     if device_type == "cuda" and spec == "auto":
-        return precision_name(auto_precision(torch.device("cuda")))
+        return auto_precision_name(Device("cuda"))
     if device_type == "cuda" and spec == "int8":
         raise DeviceError("int8 runs on the CPU (OpenVINO), not on a GPU; use fp32, bf16 or fp16 there")
     return spec

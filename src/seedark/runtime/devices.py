@@ -3,6 +3,11 @@
 ``auto`` prefers the CUDA device with the most free memory, then Apple's MPS, then
 the CPU. A device asked for by name that is not there (or is nearly full) is an
 error: silently running a 10x slower path is worse than telling the user.
+
+Deciding costs no torch where the answer is the CPU and nothing else could be asked
+(:func:`find_device`: ``cpu``, or ``auto`` on a Linux machine with no GPU device node),
+so the OpenVINO path, whose model is cached, never loads torch; :class:`Device` names
+a device without it. The precision is decided on the CPU from ``/proc/cpuinfo``'s flags.
 """
 
 from __future__ import annotations
@@ -10,14 +15,18 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import platform
 import re
-
-import torch
-import torch.nn.functional as F
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from seedark import config
 from seedark.errors import DeviceError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("seedark")
 
@@ -26,21 +35,87 @@ log = logging.getLogger("seedark")
 #: ~60 MB of activations, but the tiles a GPU is worth using for need a few hundred MB.
 GPU_MIN_FREE_BYTES = 512 << 20
 MB = 1 << 20
-#: What a device's allocator raises when it is out of memory (``torch.OutOfMemoryError`` from torch 2.5,
-#: ``torch.cuda.OutOfMemoryError`` before, the same class since); a RuntimeError.
-OutOfMemoryError: type[RuntimeError] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+#: The precisions by name; int8 is not a dtype the network computes in: torch.int8 marks
+#: "the OpenVINO model quantised by NNCF".
+_DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8", "fp64": "float64"}
+#: What a GPU driver puts in /dev or /proc on Linux (NVIDIA, NVIDIA under WSL, AMD ROCm): without
+#: any of them torch finds no GPU, so ``auto`` is the CPU without asking it.
+_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg", "/dev/kfd")
 
-#: int8 is not a dtype the network computes in: torch.int8 marks "the OpenVINO model quantised by NNCF".
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.int8}
+
+@dataclass(frozen=True)
+class Device:
+    """A compute device by name (``cpu``, ``cuda:N``, ``mps``), without torch: what an engine runs on."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    @classmethod
+    def of(cls, device: Any) -> Device:
+        """The device a ``torch.device`` names."""
+        return cls(device.type, device.index)
+
+    def torch(self) -> torch.device:
+        import torch
+
+        return torch.device(self.type, self.index)
+
+
+CPU = Device("cpu")
+
+
+def out_of_memory_error() -> type[BaseException]:
+    """What a device's allocator raises when it is out of memory (``torch.OutOfMemoryError`` from
+    torch 2.5, ``torch.cuda.OutOfMemoryError`` before, the same class since); a RuntimeError.
+    Without torch loaded nothing can raise it: a class no code raises."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return _NeverRaised
+    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # type: ignore[no-any-return]
+
+
+class _NeverRaised(RuntimeError):
+    """Stands for torch's out-of-memory error while torch is not loaded."""
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a precision name (``fp32``, ``bf16``, ``fp16``, ``int8``, ``fp64``)."""
+    return getattr(_torch(), _DTYPE_NAMES[precision])  # type: ignore[no-any-return]
 
 
 def _mps_available() -> bool:
-    backend = getattr(torch.backends, "mps", None)
+    backend = getattr(_torch().backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+def _gpu_may_exist() -> bool:
+    """Whether torch could find a GPU here: on Linux only with a GPU driver's device node;
+    elsewhere (macOS's MPS, Windows) only torch can tell."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(node) for node in _GPU_NODES)
+
+
+def find_device(name: str = "auto") -> Device:
+    """:func:`resolve_device` as a :class:`Device`; without torch where the answer can only be the CPU."""
+    spec = (name or "auto").strip().lower()
+    if spec == "cpu" or (spec == "auto" and "torch" not in sys.modules and not _gpu_may_exist()):
+        return CPU
+    return Device.of(resolve_device(name))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto|cpu|cuda[:N]|mps`` to an available torch.device."""
+    torch = _torch()
     spec = (name or "auto").strip().lower()
     if spec == "auto":
         return _auto_device()
@@ -77,12 +152,13 @@ def cuda_free_memory(index: int) -> int:
     Asking creates this process's CUDA context on that device (a few hundred MB,
     which the figure then already excludes).
     """
-    free, _total = torch.cuda.mem_get_info(index)
+    free, _total = _torch().cuda.mem_get_info(index)
     return int(free)
 
 
 def _auto_device() -> torch.device:
     """The CUDA device with the most free memory; MPS; the CPU (also when every GPU is nearly full)."""
+    torch = _torch()
     if torch.cuda.is_available():
         free = {i: cuda_free_memory(i) for i in range(torch.cuda.device_count())}
         best = max(free, key=lambda i: (free[i], -i))  # ties: the lowest index
@@ -106,12 +182,16 @@ def cpu_has_native_bf16() -> bool:
 
     Elsewhere bf16 is emulated: measured 9x *slower* than fp32 on an AVX2 CPU
     (docs/performance.md), so asking for it there is refused rather than obeyed.
+    Linux says which in ``/proc/cpuinfo`` (the flags the kernel enabled, as torch's
+    own check finds them); elsewhere torch is asked.
     """
-    cpu = torch.cpu
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return _linux_cpu_flag("bf16")
+    if os.path.exists("/proc/cpuinfo"):
+        return _linux_cpu_flag("avx512_bf16") or _linux_cpu_flag("amx_tile")
+    cpu = _torch().cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    if any(bool(getattr(cpu, c, lambda: False)()) for c in checks):
-        return True
-    return platform.machine().lower() in ("aarch64", "arm64") and _linux_cpu_flag("bf16")
+    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
 
 
 def _linux_cpu_flag(flag: str) -> bool:
@@ -125,7 +205,7 @@ def _linux_cpu_flag(flag: str) -> bool:
     return False
 
 
-def auto_precision(device: torch.device) -> torch.dtype:
+def auto_precision_name(device: Device | torch.device) -> str:
     """What ``auto`` runs: bf16 on a CPU with native bf16, fp32 everywhere else.
 
     bf16 is the default only where it is proven: >= 45 dB PSNR against fp32 on random
@@ -134,15 +214,19 @@ def auto_precision(device: torch.device) -> torch.dtype:
     a GPU run has measured fp16/bf16 there; int8 (under 45 dB on random weights) is never
     automatic.
     """
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """Map ``auto|fp32|bf16|fp16|int8`` to a dtype the device can run.
+def auto_precision(device: torch.device) -> torch.dtype:
+    """:func:`auto_precision_name` as a torch dtype."""
+    return torch_dtype(auto_precision_name(device))
 
-    ``auto``: ``$SEEDARK_PRECISION`` when set, else :func:`auto_precision`.
+
+def precision_for(name: str, device: Device | torch.device) -> str:
+    """Map ``auto|fp32|bf16|fp16|int8`` to the name of a precision the device can run; on the
+    CPU without torch.
+
+    ``auto``: ``$SEEDARK_PRECISION`` when set, else :func:`auto_precision_name`.
     """
     spec = (name or "auto").strip().lower()
     if spec == "auto":
@@ -152,9 +236,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if spec not in config.PRECISIONS:
         raise UsageError(f"unknown precision {name!r}; use {', '.join(config.PRECISIONS)}")
     if spec == "auto":
-        return auto_precision(device)
-    if spec == "fp32":
-        return torch.float32
+        return auto_precision_name(device)
     if spec == "int8" and device.type != "cpu":
         raise DeviceError(f"int8 runs on the CPU (OpenVINO), not on {device}; use fp32, bf16 or fp16 there")
     if device.type == "cpu" and spec == "fp16":
@@ -166,24 +248,34 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
         )
     if device.type == "mps" and spec == "bf16" and not _mps_bf16():
         raise DeviceError("bf16 is not supported by this MPS device; use fp16 or fp32")
-    if device.type == "cuda" and spec == "bf16" and not torch.cuda.is_bf16_supported():
-        raise DeviceError(f"bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp16 or fp32")
-    return _DTYPES[spec]
+    if device.type == "cuda" and spec == "bf16":
+        cuda = _torch().cuda
+        if not cuda.is_bf16_supported():
+            raise DeviceError(f"bf16 is not supported on {cuda.get_device_name(device)}; use fp16 or fp32")
+    return spec
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """:func:`precision_for` as a torch dtype."""
+    return torch_dtype(precision_for(name, device))
 
 
 def _mps_bf16() -> bool:
-    return bf16_convolves(torch.device("mps"))
+    return bf16_convolves(_torch().device("mps"))
 
 
 def bf16_convolves(device: torch.device) -> bool:
     """Whether ``device`` runs the network's ops in bf16: a tiny convolution, pooling and
     transposed convolution, since a bf16 tensor on the device does not show that its
     convolution kernels take bf16."""
+    torch = _torch()
+    from torch.nn import functional
+
     try:
         x = torch.ones(1, 1, 4, 4, dtype=torch.bfloat16, device=device)
         kernel = torch.ones(1, 1, 3, 3, dtype=torch.bfloat16, device=device)
-        y = F.max_pool2d(F.conv2d(x, kernel, padding=1), 2, 2, ceil_mode=True)
-        y = F.conv_transpose2d(y, torch.ones(1, 1, 2, 2, dtype=torch.bfloat16, device=device), stride=2)
+        y = functional.max_pool2d(functional.conv2d(x, kernel, padding=1), 2, 2, ceil_mode=True)
+        y = functional.conv_transpose2d(y, torch.ones(1, 1, 2, 2, dtype=torch.bfloat16, device=device), stride=2)
         # 9 ones under the 3x3 kernel at an inner pixel; the transposed conv copies it to its 2x2 block
         return bool(float(y[0, 0, 1, 1]) == 9.0)
     except (RuntimeError, TypeError, NotImplementedError):
@@ -192,21 +284,24 @@ def bf16_convolves(device: torch.device) -> bool:
 
 def precision_name(dtype: torch.dtype) -> str:
     """``fp32``, ``bf16``, ``fp16`` or ``int8`` (and ``fp64``, which only tests run) for a dtype."""
-    return "fp64" if dtype == torch.float64 else {v: k for k, v in _DTYPES.items()}[dtype]
+    names = {v: k for k, v in _DTYPE_NAMES.items()}
+    return names[str(dtype).removeprefix("torch.")]
 
 
-def available_memory(device: torch.device) -> int:
+def available_memory(device: Device | torch.device) -> int:
     """Bytes the next inference may use on ``device`` (free memory, not total)."""
     if device.type == "cuda":
-        return _cuda_available(device.index if device.index is not None else torch.cuda.current_device())
+        index = device.index if device.index is not None else _torch().cuda.current_device()
+        return _cuda_available(index)
     import psutil
 
     host = int(psutil.virtual_memory().available)
     if device.type == "mps":
         # Unified memory: the GPU's share is bounded by Metal's recommended working set (less what
         # the process's Metal driver holds already, cache included) and by the RAM still free.
+        mps = _torch().mps
         with contextlib.suppress(AttributeError, RuntimeError):  # torch.mps.recommended_max_memory: torch >= 2.3
-            metal = int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+            metal = int(mps.recommended_max_memory() - mps.driver_allocated_memory())
             return max(0, min(metal, host))
     return host
 
@@ -218,25 +313,26 @@ def _cuda_available(index: int) -> int:
     reserve at ``fraction x total`` (its blocks cached but unused are reusable), so what
     it can still hand out is ``fraction x total - allocated``.
     """
-    free, total = torch.cuda.mem_get_info(index)
-    allocated = torch.cuda.memory_allocated(index)
-    cached = torch.cuda.memory_reserved(index) - allocated
+    cuda = _torch().cuda
+    free, total = cuda.mem_get_info(index)
+    allocated = cuda.memory_allocated(index)
+    cached = cuda.memory_reserved(index) - allocated
     # torch.cuda.get_per_process_memory_fraction: torch >= 2.5; before it, no cap can be read.
-    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _i: 1.0)(index)
+    fraction = getattr(cuda, "get_per_process_memory_fraction", lambda _i: 1.0)(index)
     return int(max(0, min(free + cached, fraction * total - allocated)))
 
 
-def release_memory(device: torch.device) -> None:
+def release_memory(device: Device | torch.device) -> None:
     """Give the device's cached blocks back to its driver, for other processes (and, with
     unified memory, for the host) to use between frames."""
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        _torch().cuda.empty_cache()
     elif device.type == "mps":
         with contextlib.suppress(AttributeError, RuntimeError):
-            torch.mps.empty_cache()
+            _torch().mps.empty_cache()
 
 
-def release_after_oom(device: torch.device) -> None:
+def release_after_oom(device: Device | torch.device) -> None:
     """:func:`release_memory` after an out-of-memory error (call it once the exception and its
     traceback are gone): garbage is collected first, since tensors of the failed tile
     may be held by reference cycles."""

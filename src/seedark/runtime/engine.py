@@ -5,6 +5,11 @@ chosen precision) and then reused for every frame of a batch. Frames are cut
 into tiles of **one fixed shape** (:func:`plan_tiles_fixed`), so a compiled
 engine compiles once per frame size and a batch from one camera compiles once.
 Tiled output equals whole-frame output (docs/tiling.md).
+
+On the CPU with OpenVINO and a cached conversion, nothing here loads torch: the
+device and precision are decided without it (:func:`seedark.runtime.devices.find_device`),
+and weights in files are located, not read, when their conversion is known
+(:func:`seedark.runtime.backends.known_conversion`).
 """
 
 from __future__ import annotations
@@ -16,30 +21,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
-import torch
 
 from seedark.errors import DeviceError, DeviceMemoryError, UnsupportedSensorError, UsageError
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
 from seedark.frames.sensormatch import camera_name, matched_input
 from seedark.io.pixels import apply_orientation, sample_dtype
-from seedark.models.cache import check_model, load_model
+from seedark.models.cache import check_model, model_file
 from seedark.models.registry import default_model_for, model_camera
-from seedark.models.weights import LoadedWeights, load_weights
+from seedark.models.weightsfile import WeightsFile, locate_weights
 from seedark.progress import ByteProgress, ProgressFn
-from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
-from seedark.runtime.devices import (
-    OutOfMemoryError,
-    available_memory,
-    release_after_oom,
-    resolve_device,
-    resolve_precision,
+from seedark.runtime.backends import (
+    OV_MIN_PIXELS,
+    Backend,
+    OpenVINOBackend,
+    backend_name,
+    known_conversion,
+    select_backend,
 )
-from seedark.runtime.gpu import TileWork
-from seedark.runtime.tiling import TilePlan, iter_tiles, parse_tile, plan_for_budget, plan_tiles_fixed
+from seedark.runtime.devices import (
+    Device,
+    available_memory,
+    find_device,
+    out_of_memory_error,
+    precision_for,
+    release_after_oom,
+    torch_dtype,
+)
+from seedark.runtime.ircache import KnownWeights
+from seedark.runtime.tiling import TilePlan, TileWork, iter_tiles, parse_tile, plan_for_budget, plan_tiles_fixed
 
 if TYPE_CHECKING:
+    import torch
     from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
+
+    from seedark.models.weights import LoadedWeights
 
 log = logging.getLogger("seedark")
 
@@ -68,15 +84,20 @@ class EngineInfo:
 
 @dataclass(frozen=True)
 class Target:
-    """A device and a precision it can run: ``auto|cpu|cuda[:N]|mps`` and ``auto|fp32|bf16|fp16`` resolved."""
+    """A device and a precision it can run: ``auto|cpu|cuda[:N]|mps`` and ``auto|fp32|bf16|fp16|int8``
+    resolved (on the CPU without torch)."""
 
-    device: torch.device
-    dtype: torch.dtype
+    device: Device
+    precision: str
 
     @classmethod
     def resolve(cls, device: str = "auto", precision: str = "auto") -> Target:
-        where = resolve_device(device)
-        return cls(where, resolve_precision(precision, where))
+        where = find_device(device)
+        return cls(where, precision_for(precision, where))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch_dtype(self.precision)
 
 
 class LoadKwargs(TypedDict, total=False):
@@ -92,7 +113,7 @@ class LoadKwargs(TypedDict, total=False):
 class EngineKwargs(LoadKwargs, total=False):
     """The engine keywords of the public functions (``enhance(path, device="cpu", tile=512)``), declared once."""
 
-    weights: str | os.PathLike[str] | LoadedWeights | None
+    weights: str | os.PathLike[str] | LoadedWeights | WeightsFile | None
     tile: str | int | None
     progress: ProgressFn | None
     match_sensor: bool
@@ -110,7 +131,7 @@ class EngineOptions:
     model's camera (seedark.frames.sensormatch; docs/cameras.md).
     """
 
-    weights: str | os.PathLike[str] | LoadedWeights | None = None
+    weights: str | os.PathLike[str] | LoadedWeights | WeightsFile | None = None
     model: str | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -141,9 +162,19 @@ class EngineOptions:
         return self.weights is None and self.model is None
 
     def with_weights_loaded(self) -> EngineOptions:
-        """Weights given as a path read now, so that an engine per sensor kind reads them once."""
+        """Weights given as a path (or located) read now: a cluster's workers get them read."""
+        if isinstance(self.weights, (str, os.PathLike, WeightsFile)):
+            from seedark.models.weights import load_located
+
+            where = self.weights if isinstance(self.weights, WeightsFile) else locate_weights(self.weights)
+            return replace(self, weights=load_located(where))
+        return self
+
+    def with_weights_located(self) -> EngineOptions:
+        """Weights given as a path found now (a missing file is reported before any work), read
+        only if their conversion is not known (:func:`engine_for`)."""
         if isinstance(self.weights, (str, os.PathLike)):
-            return replace(self, weights=load_weights(self.weights))
+            return replace(self, weights=locate_weights(self.weights))
         return self
 
 
@@ -155,21 +186,26 @@ class Engine:
     """
 
     def __init__(
-        self, weights: LoadedWeights, *, device: str = "auto", precision: str = "auto", backend: str = "auto"
+        self,
+        weights: LoadedWeights | KnownWeights,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        backend: str = "auto",
     ) -> None:
         self._setup(weights, Target.resolve(device, precision), backend)
 
     @classmethod
-    def on(cls, weights: LoadedWeights, target: Target, backend: str = "auto") -> Engine:
+    def on(cls, weights: LoadedWeights | KnownWeights, target: Target, backend: str = "auto") -> Engine:
         """An engine on a device and precision resolved already (:func:`engine_for` resolves them
         before loading the weights, so that a missing GPU is reported before any download)."""
         engine = cls.__new__(cls)
         engine._setup(weights, target, backend)
         return engine
 
-    def _setup(self, weights: LoadedWeights, target: Target, backend: str) -> None:
+    def _setup(self, weights: LoadedWeights | KnownWeights, target: Target, backend: str) -> None:
         self.device = target.device
-        self.dtype = target.dtype
+        self.precision = target.precision
         self.spec = weights.spec
         self.source = weights.source
         #: The camera the network was trained on (its weights say which), for sensor matching.
@@ -180,8 +216,8 @@ class Engine:
         #: (:meth:`run`): every later frame plans within it.
         self.memory_cap: float | None = None
         try:
-            self.backend: Backend = select_backend(weights, self.device, self.dtype, backend)
-        except OutOfMemoryError as exc:
+            self.backend: Backend = select_backend(weights, self.device, self.precision, backend)
+        except out_of_memory_error() as exc:
             log.debug("out of memory loading the model on %s: %s", self.device, exc)
         else:
             self.info = EngineInfo(str(self.device), self.backend.precision, self.backend.name)
@@ -356,7 +392,7 @@ class Engine:
         )
         try:
             backend.run_tiles(work)
-        except OutOfMemoryError as exc:
+        except out_of_memory_error() as exc:
             log.debug("out of memory on %s: %s", self.device, exc)
         else:
             return True
@@ -372,25 +408,39 @@ def engine_for(sensor: str | None, options: EngineOptions) -> Engine:
     before anything is downloaded.
     """
     target = Target.resolve(options.device, options.precision)
-    if isinstance(options.weights, LoadedWeights):
-        loaded = options.weights
-    elif options.weights is not None:
-        loaded = load_weights(options.weights)
-    else:
-        model = default_model_for(sensor) if options.picks_model and sensor is not None else options.model
-        loaded = load_model(model, progress=options.download_progress)
-    engine = Engine.on(loaded, target, options.backend)
+    engine = Engine.on(_weights_for(sensor, options, target), target, options.backend)
     log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
     return engine
 
 
+def _weights_for(sensor: str | None, options: EngineOptions, target: Target) -> LoadedWeights | KnownWeights:
+    """The weights ``options`` name: located first, and read only when their OpenVINO
+    conversion is not known already (the cached path reads no weights and imports no torch)."""
+    given = options.weights
+    if given is not None and not isinstance(given, (str, os.PathLike, WeightsFile)):
+        return given  # read already
+    if given is None:
+        model = default_model_for(sensor) if options.picks_model and sensor is not None else options.model
+        where = model_file(model, progress=options.download_progress)
+    else:
+        where = given if isinstance(given, WeightsFile) else locate_weights(given)
+    if backend_name(target.device, target.precision, options.backend) == "openvino":
+        known = known_conversion(where)
+        if known is not None:
+            log.debug("weights: %s unchanged since converted; not read again", where.source)
+            return known
+    from seedark.models.weights import load_located
+
+    return load_located(where)
+
+
 class EngineCache:
     """One engine per sensor kind, each prepared on first use from the same options and kept:
-    what a batch and each cluster worker hold. The weights, when given as a path, are read
-    once for all of them."""
+    what a batch and each cluster worker hold. The weights, when given as a path, are found
+    once for all of them (and read by each engine whose conversion is not known)."""
 
     def __init__(self, options: EngineOptions) -> None:
-        self.options = options.with_weights_loaded()
+        self.options = options.with_weights_located()
         self._engines: dict[str | None, Engine] = {}
 
     def __len__(self) -> int:
@@ -404,7 +454,9 @@ class EngineCache:
         return engine
 
 
-def load_engine(weights: str | os.PathLike[str] | LoadedWeights | None = None, **options: Unpack[LoadKwargs]) -> Engine:
+def load_engine(
+    weights: str | os.PathLike[str] | LoadedWeights | WeightsFile | None = None, **options: Unpack[LoadKwargs]
+) -> Engine:
     """Prepare the network once: from ``weights`` (a path or loaded weights) or a cached ``model``.
 
     The device and precision are checked first, so a missing GPU is reported

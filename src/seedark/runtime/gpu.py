@@ -24,22 +24,12 @@ import numpy as np
 import torch
 
 from seedark.io.pixels import quantise
+from seedark.runtime.tiling import TileWork
 
 #: The output sample types and their torch twins (torch.uint16 exists from torch 2.3).
 _SAMPLE_TYPES: dict[Any, Any] = {np.dtype(np.uint8): torch.uint8}
 if hasattr(torch, "uint16"):
     _SAMPLE_TYPES[np.dtype(np.uint16)] = torch.uint16
-
-
-class TileWork(NamedTuple):
-    """One tile to run: its input window (``h x w x C`` float32, any strides), where its
-    core goes (``dh x dw x 3``: float32, uint8 or uint16, a view into the output) and
-    where that core starts in the network's output for the window."""
-
-    tile: np.ndarray
-    dest: np.ndarray
-    oy: int
-    ox: int
 
 
 # --------------------------------------------------------------------------- numerics

@@ -16,28 +16,41 @@ from it too. So their SHA-256 is stored beside them (``model.sha256``, in the sa
 atomic folder, so the three appear together) and compared before the model is read;
 one that does not match, or has no checksum, is converted again, with one warning.
 OpenVINO's own messages about a file it cannot read (printed on fd 2) are captured.
+
+Finding a conversion by its digest means reading the weights (and torch). So each
+conversion of weights read from files is also found by the files' identity
+(:class:`seedark.models.weightsfile.WeightsFile`: inode, size and times of each file,
+and the model cache's checked SHA-256): ``sources/<key>.json`` maps it to the digest,
+with the network's spec and the weights' metadata (:func:`remember_weights`,
+:func:`recall_weights`). Weights whose files are unchanged are then not read at all;
+any change gives a new identity, so each version of a file is read and checked once.
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from seedark._files import PART_SUFFIX, atomic_folder
+from seedark._files import PART_SUFFIX, atomic_folder, write_atomic
 from seedark._parallel import capture_c_stderr
 from seedark._version import __version__
 from seedark.config import cache_dir
-from seedark.models import network
-from seedark.models.weights import LoadedWeights
+from seedark.models import architecture
+from seedark.models.architecture import NetworkSpec
+from seedark.models.weightsfile import WeightsFile
+
+if TYPE_CHECKING:
+    from seedark.models.weights import LoadedWeights
 
 log = logging.getLogger("seedark")
 
@@ -54,10 +67,10 @@ def weights_digest(weights: LoadedWeights) -> str:
     spec = weights.spec
     h.update(f"{spec.in_channels}/{spec.width}/{spec.block}/seedark-{__version__}".encode())
     # A fix to the network's semantics must not reuse a graph converted from the old code.
-    h.update(Path(network.__file__).read_bytes())
+    h.update(Path(architecture.__file__).with_name("network.py").read_bytes())
     for key in sorted(weights.state):
         h.update(key.encode())
-        h.update(weights.state[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(weights.state[key].detach().cpu().float().contiguous().numpy().tobytes())
     return h.hexdigest()[:24]
 
 
@@ -71,9 +84,9 @@ def openvino_folder(version: str) -> Path:
     return engines_dir() / f"openvino-{version}"
 
 
-def ir_entry(folder: Path, weights: LoadedWeights, variant: str | None = None) -> Path:
-    """The folder of ``weights`` converted, in ``folder``; a ``variant`` (the int8 recipe) has its own."""
-    digest = weights_digest(weights)
+def ir_entry(folder: Path, digest: str, variant: str | None = None) -> Path:
+    """The folder of the weights of ``digest`` (:func:`weights_digest`) converted, in ``folder``;
+    a ``variant`` (the int8 recipe) has its own."""
     if variant is not None:
         digest = hashlib.sha256(f"{digest}/{variant}".encode()).hexdigest()[:24]
     return folder / digest
@@ -173,3 +186,81 @@ def save_ir(model: Any, entry: Path, save_model: Callable[..., None]) -> bool:
 def blob_folder(folder: Path) -> Path:
     """Where OpenVINO keeps the blobs it compiled (its ``CACHE_DIR``) for ``folder``'s conversions."""
     return folder / "compiled"
+
+
+# --------------------------------------------------------------------------- weights by their files
+
+#: Records of weights files' identities kept (each a few hundred bytes); older ones are removed.
+KEEP_SOURCES = 64
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    """Weights whose conversion is cached, as an engine needs them, without reading them: the
+    network's shape, where they come from, their metadata, the digest of their conversion
+    (:func:`ir_entry`), and the files (``located``), read only if the tensors are needed after
+    all (a conversion damaged since, or a frame too small for OpenVINO)."""
+
+    spec: NetworkSpec
+    source: Path
+    kind: str
+    digest: str
+    located: WeightsFile
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _source_record(folder: Path, identity: str) -> Path:
+    return folder / "sources" / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.json"
+
+
+def remember_weights(folder: Path, weights: LoadedWeights, digest: str) -> None:
+    """Record that the files ``weights`` were read from (their identity) convert to ``digest``;
+    nothing for weights that do not know their files. A cache that cannot be written only
+    means reading the weights again next time."""
+    if weights.identity is None:
+        return
+    spec = weights.spec
+    record = {
+        "identity": weights.identity,
+        "digest": digest,
+        "spec": [spec.in_channels, spec.width, spec.block],
+        "source": str(weights.source),
+        "kind": weights.kind,
+        "metadata": weights.metadata,
+    }
+    path = _source_record(folder, weights.identity)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(record, sort_keys=True))
+    except OSError as exc:
+        log.debug("could not record the weights' conversion (%s)", exc)
+        return
+    prune(path.parent, KEEP_SOURCES, lambda p: p.suffix == ".json")
+
+
+def recall_weights(folder: Path, where: WeightsFile) -> KnownWeights | None:
+    """The weights in ``where``'s files as :func:`remember_weights` recorded them, if their identity
+    is the same now and their conversion is still in ``folder``; None otherwise (read them)."""
+    if where.identity is None:
+        return None
+    path = _source_record(folder, where.identity)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        in_channels, width, block = (int(v) for v in record["spec"])
+        known = KnownWeights(
+            NetworkSpec(in_channels, width, block),
+            Path(record["source"]),
+            str(record["kind"]),
+            str(record["digest"]),
+            where,
+            {str(k): str(v) for k, v in record["metadata"].items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if record.get("identity") != where.identity or not _is_digest(Path(known.digest)):
+        return None
+    if not (folder / known.digest / "model.xml").is_file():
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: prune keeps it
+    return known

@@ -26,7 +26,7 @@ import numpy as np
 from seedark.errors import DeviceError
 from seedark.frames.packing import amplify, pack_bayer
 from seedark.io.raw import RawFrame
-from seedark.models.network import NetworkSpec
+from seedark.models.architecture import NetworkSpec
 from seedark.runtime.telemetry import mute_telemetry
 from seedark.synthesis.noise import synthesize
 from seedark.synthesis.noiseprofile import SONY_A7S2

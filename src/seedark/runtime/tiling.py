@@ -22,6 +22,9 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
 
 from seedark.errors import UsageError
 from seedark.models.architecture import receptive_radius
@@ -162,6 +165,17 @@ def plan_for_budget(
     if best is None:
         return _combine(rows_options[-1], cols_options[-1])
     return best
+
+
+class TileWork(NamedTuple):
+    """One tile to run: its input window (``h x w x C`` float32, any strides), where its
+    core goes (``dh x dw x 3``: float32, uint8 or uint16, a view into the output) and
+    where that core starts in the network's output for the window."""
+
+    tile: np.ndarray
+    dest: np.ndarray
+    oy: int
+    ox: int
 
 
 def iter_tiles(tiles: list[Tile], progress: ProgressFn | None = None) -> Iterator[Tile]:
