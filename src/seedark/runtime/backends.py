@@ -76,8 +76,10 @@ class Backend(Protocol):
         """Write clip(net(tile))[oy:oy+dh, ox:ox+dw] into ``dest`` (dh x dw x 3; see :func:`write_core`)."""
         ...
 
-    def run_tiles(self, work: Iterable[TileWork]) -> None:
-        """:meth:`run_tile` for each tile, in order (a GPU overlaps one tile's copies with another's work)."""
+    def run_tiles(self, work: Iterable[TileWork], count: int | None = None) -> None:
+        """:meth:`run_tile` for each tile, in order (a GPU overlaps one tile's copies with another's work).
+        ``count``: how many tiles ``work`` holds, when known (a back end may give its working memory
+        back before it stores the last tile's output)."""
         ...
 
     def release(self) -> None:
@@ -144,7 +146,7 @@ class TorchBackend:
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
         self.run_tiles([TileWork(tile, dest, oy, ox)])
 
-    def run_tiles(self, work: Iterable[TileWork]) -> None:
+    def run_tiles(self, work: Iterable[TileWork], count: int | None = None) -> None:
         import torch
 
         from seedark.runtime.gpu import TilePipeline, inference_scope
@@ -352,8 +354,14 @@ class OpenVINOBackend:
         return request
 
     def _compile(self, height: int, width: int) -> Any:
-        model = self.model().clone()
-        model.reshape([1, self.spec.in_channels, height, width])
+        ov = _openvino()
+        # The tiles come as H x W x C: OpenVINO transposes them itself, so no NCHW copy of the
+        # input exists next to the tile (48 MB for a 12 MP frame).
+        ppp = ov.preprocess.PrePostProcessor(self.model().clone())
+        ppp.input().tensor().set_layout(ov.Layout("NHWC"))
+        ppp.input().model().set_layout(ov.Layout("NCHW"))
+        model = ppp.build()
+        model.reshape([1, height, width, self.spec.in_channels])
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
@@ -373,9 +381,10 @@ class OpenVINOBackend:
     # -- running
 
     def bytes_per_pixel(self) -> float:
-        # Measured 589 B/px at width 32, fp32, static shape (~960 with dynamic shapes; docs/performance.md).
-        scale = 0.5 if self.precision == "bf16" else 1.0
-        return (520.0 * self.spec.width / 32 + 64.0) * scale + 16
+        # Measured at width 32, static shape, in whole `enhance` runs (docs/performance.md): fp32 589 B/px
+        # (AVX2) and up to 610 (AVX-512); bf16 up to 326 (AVX512-BF16). ~960 with dynamic shapes.
+        base = 520.0 * self.spec.width / 32 + 64.0
+        return base * 0.56 + 16 if self.precision == "bf16" else base + 36
 
     def torch_fallback(self) -> TorchBackend:
         """PyTorch on the CPU in fp32, for frames too small to be worth compiling for."""
@@ -383,21 +392,27 @@ class OpenVINOBackend:
             self._fallback = TorchBackend(self.tensors(), CPU, "fp32")
         return self._fallback
 
-    def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
+    def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int, *, last: bool = False) -> None:
+        """See :class:`Backend`; ``last``: the frame's last tile, whose output is stored once the
+        network's working memory is given back (the output tensor is the request's own and stays),
+        so the frame's output and the activations never peak together."""
         h, w = tile.shape[:2]
         if min(h, w) < OV_MIN_SIDE:
             self.torch_fallback().run_tile(tile, dest, oy, ox)
             return
         request = self.compiled(h, w)
-        x = np.ascontiguousarray(np.asarray(tile, dtype=np.float32).transpose(2, 0, 1))[None]
+        x = np.ascontiguousarray(tile, dtype=np.float32)[None]  # a packed tile is contiguous already
         request.infer({0: x}, share_inputs=True, share_outputs=True)
+        del x
+        if last:
+            self.release()
         y = request.get_output_tensor(0).data  # 1 x 3 x bh x bw, owned by the request
         dh, dw = dest.shape[:2]
         write_core(y[0, :, oy : oy + dh, ox : ox + dw].transpose(1, 2, 0), dest)
 
-    def run_tiles(self, work: Iterable[TileWork]) -> None:
-        for item in work:
-            self.run_tile(*item)
+    def run_tiles(self, work: Iterable[TileWork], count: int | None = None) -> None:
+        for done, item in enumerate(work, 1):
+            self.run_tile(*item, last=done == count)
 
     def release(self) -> None:
         # A compiled model keeps its activation memory (~600 B/px) until told otherwise; the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -63,13 +64,21 @@ SENSOR_NAMES = {"bayer": "a Bayer", "xtrans": "an X-Trans"}
 
 #: Share of free memory ``--tile auto`` lets one tile's activations use.
 AUTO_MEMORY_SHARE = 0.5
-#: ``--tile auto`` on the CPU keeps the whole process under this peak (the 1.5 GB goal, less headroom).
-AUTO_PEAK_TARGET = 1_400_000_000
+#: ``--tile auto`` on the CPU keeps the whole process under this peak: the 1.5 GB goal, less 50 MB
+#: (the estimate below exceeded every peak measured, by 7-60 MB; docs/performance.md).
+AUTO_PEAK_TARGET = 1_450_000_000
 #: Tiles never get less than this under ``auto`` (memory allowing): smaller tiles are mostly overlap
 #: (+73 % work at 400 MB, +115 % at 250 MB), so a frame too big for the target costs memory, not hours.
 AUTO_MIN_BUDGET = 400_000_000
 #: Resident size of ``seedark enhance`` before the model: Python, numpy, torch, rawpy (measured 235-265 MB).
 PROCESS_BYTES = 260_000_000
+#: The same without torch (the cached OpenVINO path): Python, numpy, rawpy, OpenVINO (measured 52-56 MB).
+PROCESS_BYTES_LEAN = 60_000_000
+
+
+def process_bytes() -> int:
+    """What the process holds before the model: torch's libraries alone are ~200 MB of it."""
+    return PROCESS_BYTES if "torch" in sys.modules else PROCESS_BYTES_LEAN
 
 
 # --------------------------------------------------------------------------- the engine
@@ -252,7 +261,7 @@ class Engine:
         if self.device.type == "cpu":
             # Everything lives in RAM: keep the whole process, frame and model included, under the target.
             per_pixel = self.frame_bytes_per_pixel(bits, held_input)
-            held = PROCESS_BYTES + self.backend.model_bytes + height * width * per_pixel + reserve
+            held = process_bytes() + self.backend.model_bytes + height * width * per_pixel + reserve
             budget = min(budget, max(AUTO_PEAK_TARGET - held, AUTO_MIN_BUDGET))
         if self.memory_cap is not None:
             budget = min(budget, self.memory_cap)
@@ -391,7 +400,7 @@ class Engine:
             for t in iter_tiles(plan.tiles, progress)
         )
         try:
-            backend.run_tiles(work)
+            backend.run_tiles(work, len(plan.tiles))
         except out_of_memory_error() as exc:
             log.debug("out of memory on %s: %s", self.device, exc)
         else:

@@ -61,13 +61,23 @@ KEEP_COMPILED = 24
 PERSISTENT_KINDS = ("tensorflow", "safetensors")
 
 
+def _network_source() -> bytes:
+    """The source of the code that defines the network: a fix to its semantics must not reuse a
+    graph converted from the old code."""
+    return Path(architecture.__file__).with_name("network.py").read_bytes()
+
+
+def graph_code() -> bytes:
+    """What the converted graph depends on besides the weights: seedark's version and :func:`_network_source`."""
+    return f"seedark-{__version__}\n".encode() + _network_source()
+
+
 def weights_digest(weights: LoadedWeights) -> str:
     """Content hash of the network: spec, tensors and the code that defines the graph."""
     h = hashlib.sha256()
     spec = weights.spec
     h.update(f"{spec.in_channels}/{spec.width}/{spec.block}/seedark-{__version__}".encode())
-    # A fix to the network's semantics must not reuse a graph converted from the old code.
-    h.update(Path(architecture.__file__).with_name("network.py").read_bytes())
+    h.update(_network_source())
     for key in sorted(weights.state):
         h.update(key.encode())
         h.update(weights.state[key].detach().cpu().float().contiguous().numpy().tobytes())
@@ -210,7 +220,10 @@ class KnownWeights:
 
 
 def _source_record(folder: Path, identity: str) -> Path:
-    return folder / "sources" / f"{hashlib.sha256(identity.encode()).hexdigest()[:24]}.json"
+    """Where the record of the files of ``identity`` is kept: named by it and by :func:`graph_code`,
+    so another seedark, or another network code, never takes a conversion made by this one."""
+    key = hashlib.sha256(identity.encode() + b"\n" + graph_code()).hexdigest()[:24]
+    return folder / "sources" / f"{key}.json"
 
 
 def remember_weights(folder: Path, weights: LoadedWeights, digest: str) -> None:
