@@ -508,6 +508,7 @@ NOBODY = 65534
 # folder seedark must refuse to write into and one the user owns.
 AS_NOBODY = r"""
 import json, os, sys
+import difflib  # click tries each short option as a long one first, and its NoSuchOption imports difflib
 import numpy as np
 import seedark.cli, seedark.pipeline.enhance  # everything the command needs, imported while still root
 from seedark.errors import OutputError

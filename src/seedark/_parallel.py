@@ -61,6 +61,18 @@ def ordered_parallel(job: Callable[[int], _T], count: int) -> Iterator[_T]:
                 fut.cancel()
 
 
+@contextlib.contextmanager
+def alongside(job: Callable[[], object]) -> Iterator[None]:
+    """Run ``job`` on a thread while the block runs; wait for it at the end of the block (its
+    errors are its own to handle: ``job`` should catch them)."""
+    thread = threading.Thread(target=job, name="seedark-alongside", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 def release_heap(*, collect: bool = True) -> None:
     """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere), after
     collecting garbage unless ``collect`` is False (a full collection takes ~0.1 s

@@ -17,6 +17,7 @@ import hashlib
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -123,10 +124,13 @@ def _encode_tiff(
     metadata: CameraMetadata | None,
     software: str,
     compression: str = DEFAULT_COMPRESSION,
+    ready: Callable[[int], None] | None = None,
 ) -> None:
     """A little-endian RGB TIFF: the strips first (compressed on worker threads, written
     in order as they finish), then the directory, whose offset the header gets last;
-    memory stays at a few strips whatever the image size."""
+    memory stays at a few strips whatever the image size. ``ready(n)``, when given,
+    returns once rows ``[0, n)`` of ``q`` are final (strips are then encoded as their
+    rows are computed; the file is the same, byte for byte)."""
     h, w, _ = q.shape
     sample = np.dtype("<u2" if q.dtype == np.uint16 else np.uint8)
     rows_per_strip = max(1, min(h, _TIFF_STRIP_BYTES // (w * 3 * sample.itemsize)))
@@ -134,6 +138,8 @@ def _encode_tiff(
     deflate = compression == "deflate"
 
     def job(i: int) -> Buffer:
+        if ready is not None:
+            ready(min(h, starts[i] + rows_per_strip))
         return _tiff_strip(q[starts[i] : starts[i] + rows_per_strip], sample, deflate)
 
     fh.write(tiff_header("<", 0))  # IFD0's offset is patched in once the strips are out
@@ -305,12 +311,15 @@ def save_image(
     overwrite: bool = False,
     destination_checked: bool = False,
     times_ns: tuple[int, int] | None = None,
+    ready: Callable[[int], None] | None = None,
 ) -> Path:
     """:func:`write_image` with the settings checked already (:func:`check_output_settings`).
 
     ``destination_checked``: the caller ran :func:`check_destination` before its work
     began (publishing still never replaces a file that appeared since, unless ``overwrite``).
     ``times_ns``: (access, modification) times in ns the file gets (``--keep-mtime``).
+    ``ready(n)``: returns once rows ``[0, n)`` of ``rgb`` (uint8/uint16 samples, still being
+    computed) are final, so PNG and TIFF encode rows as they come; the same bytes.
     """
     final = Path(path)
     _check_size(final, rgb, settings)
@@ -318,15 +327,17 @@ def save_image(
         # Fail before the expensive work when the result could not be published anyway.
         check_destination(final, overwrite=overwrite)
     icc = srgb_icc_profile()
+    if ready is not None and (settings.fmt == "jpeg" or np.issubdtype(rgb.dtype, np.floating)):
+        ready(rgb.shape[0])  # encoded in one piece
     q = samples(rgb, settings.bits)
     try:
         with atomic_output(final, overwrite=overwrite) as fh:
             size = (q.shape[1], q.shape[0])
             xmp = metadata.xmp if metadata is not None else None
             if settings.fmt == "png":
-                encode_png(fh, q, icc, build_exif(metadata, software, size=size), xmp)
+                encode_png(fh, q, icc, build_exif(metadata, software, size=size), xmp, ready)
             elif settings.fmt == "tiff":
-                _encode_tiff(fh, q, icc, metadata, software, settings.compression)
+                _encode_tiff(fh, q, icc, metadata, software, settings.compression, ready)
             else:
                 _encode_jpeg(fh, q, icc, build_exif(metadata, software, size=size, jpeg=True), settings.quality, xmp)
             late = times_ns is not None and not _set_times(fh, times_ns)

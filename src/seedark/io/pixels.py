@@ -1,6 +1,9 @@
-"""Output pixels, no files: orientation (LibRaw's ``flip``) and quantisation to 8- or 16-bit samples."""
+"""Output pixels, no files: orientation (LibRaw's ``flip``), quantisation to 8- or 16-bit samples,
+and which rows of an output still being computed are final (:class:`FinishedRows`)."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -105,3 +108,84 @@ def to_8bit(rgb: np.ndarray) -> np.ndarray:
         # round(x * 255 / 65535) exactly: 65535 = 255 * 257.
         return ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
     return quantise(rgb, 8)
+
+
+class Abandoned(Exception):
+    """The output being waited for will never be complete (its computation failed or stopped)."""
+
+
+class FinishedRows:
+    """The rows of an oriented output image that are final while tiles are still filling it.
+
+    The producer (``Engine.run``) hands over the output array, unoriented and uncropped
+    (:meth:`begin`), and reports each rectangle it has filled (:meth:`filled`, in the
+    unoriented array's pixels); a consumer on another thread (an encoder writing rows in
+    order) gets the oriented ``height x width`` image (:meth:`image`) and waits until its
+    first rows are final (:meth:`wait`). Oriented row ``r`` is a row of the unoriented image
+    (row ``H-1-r`` when ``flip & 2``) or, when ``flip & 4`` swaps the axes, a column
+    (``W-1-r`` when ``flip & 1``), final once every pixel of it is filled. A producer that
+    fails calls :meth:`abandon`, and a waiting consumer gets :class:`Abandoned`.
+    """
+
+    def __init__(self, height: int, width: int, flip: int) -> None:
+        self.height, self.width, self.flip = height, width, flip
+        swap = bool(flip & 4)
+        # per line of the unoriented image that becomes an oriented row: pixels still to fill
+        self._missing = np.full(width if swap else height, height if swap else width, dtype=np.int64)
+        self._ready = 0
+        self._image: np.ndarray | None = None
+        self._failed: BaseException | None = None
+        self._changed = threading.Condition()
+
+    def _line(self, row: int) -> int:
+        """The unoriented line that oriented row ``row`` is."""
+        if self.flip & 4:
+            return self.width - 1 - row if self.flip & 1 else row
+        return self.height - 1 - row if self.flip & 2 else row
+
+    def line_order(self) -> tuple[bool, bool]:
+        """(by columns, reversed): the order in which unoriented lines become oriented rows 0, 1, ..."""
+        if self.flip & 4:
+            return True, bool(self.flip & 1)
+        return False, bool(self.flip & 2)
+
+    def begin(self, output: np.ndarray) -> None:
+        """The producer's output array (at least ``height x width``), before anything is filled."""
+        with self._changed:
+            self._image = apply_orientation(output[: self.height, : self.width], self.flip)
+            self._changed.notify_all()
+
+    def filled(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Rows ``[y0, y1)`` by columns ``[x0, x1)`` of the unoriented array are final (clipped to the image)."""
+        y1, x1 = min(y1, self.height), min(x1, self.width)
+        if y0 >= y1 or x0 >= x1:
+            return
+        with self._changed:
+            if self.flip & 4:
+                self._missing[x0:x1] -= y1 - y0
+            else:
+                self._missing[y0:y1] -= x1 - x0
+            while self._ready < len(self._missing) and self._missing[self._line(self._ready)] == 0:
+                self._ready += 1
+            self._changed.notify_all()
+
+    def abandon(self, error: BaseException) -> None:
+        """The producer failed or stopped: every wait ends with :class:`Abandoned`."""
+        with self._changed:
+            self._failed = error
+            self._changed.notify_all()
+
+    def image(self) -> np.ndarray:
+        """The oriented output image (a view), once the producer has begun."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._image is not None or self._failed is not None)
+            if self._image is None:
+                raise Abandoned(f"the output was not computed ({self._failed!r})")
+            return self._image
+
+    def wait(self, rows: int) -> None:
+        """Block until oriented rows ``[0, rows)`` are final."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._ready >= rows or self._failed is not None)
+            if self._ready < rows:
+                raise Abandoned(f"the output was not computed ({self._failed!r})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -74,7 +75,17 @@ def _filter_up(rows: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def encode_png(fh: BinaryIO, q: np.ndarray, icc: bytes, exif: bytes, xmp: bytes | None = None) -> None:
+def encode_png(
+    fh: BinaryIO,
+    q: np.ndarray,
+    icc: bytes,
+    exif: bytes,
+    xmp: bytes | None = None,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """A PNG of ``q`` (uint8 or uint16 samples). ``ready(n)``, when given, returns once rows
+    ``[0, n)`` of ``q`` are final: pieces are then encoded as their rows are computed, and
+    the file is the same, byte for byte."""
     h, w, _ = q.shape
     bit_depth = 8 if q.dtype == np.uint8 else 16
     row_bytes = w * 3 * (bit_depth // 8)
@@ -84,6 +95,8 @@ def encode_png(fh: BinaryIO, q: np.ndarray, icc: bytes, exif: bytes, xmp: bytes 
 
     def job(i: int) -> tuple[bytes, int, int, int]:
         a = starts[i]
+        if ready is not None:
+            ready(min(h, a + rows_per_piece))
         rows = _png_bytes(q[a : a + rows_per_piece])
         prev = _png_bytes(q[a - 1 : a])[0] if a > 0 else None
         filtered = _filter_up(rows, prev)

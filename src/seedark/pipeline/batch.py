@@ -51,7 +51,7 @@ from seedark.pipeline.output import ConvertKwargs, check_output_folder, conversi
 from seedark.pipeline.planning import find_inputs, plan_batch, plan_jobs
 from seedark.pipeline.report import BatchEvent, BatchReport, Job, Outcome, Tally, describe, publish
 from seedark.runtime.cluster import parse_cluster
-from seedark.runtime.engine import Engine, EngineCache, EngineOptions, infer
+from seedark.runtime.engine import Engine, EngineCache, EngineOptions, infer, warm_up
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
@@ -157,6 +157,8 @@ class _BatchRun:
         # A daemon, so that no mistake can keep the process alive; _finish waits for it on every way out.
         threading.Thread(target=self._writer, name="seedark-writer", daemon=True).start()
         try:
+            self._top_up(1)
+            warm_up(self.options)  # OpenVINO starts while the decoder reads the first file
             while self.next_job < len(self.jobs) or self.pending:
                 self._top_up(1)
                 if not self.pending:

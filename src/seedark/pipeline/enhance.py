@@ -21,18 +21,21 @@ the later stages take those as they are.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from seedark._parallel import alongside
 from seedark.frames.exposure import parse_ratio
 from seedark.frames.prepare import prepare_parsed
 from seedark.io.raw import RawFrame, check_input, decode_raw, read_raw
-from seedark.pipeline.output import ConvertKwargs, conversion_options, folder_for, plan_file, write_result
-from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer
+from seedark.pipeline.output import ConvertKwargs, conversion_options, folder_for, infer_and_write, plan_file
+from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer, warm_up
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
@@ -89,21 +92,15 @@ def enhance_file(
     src = Path(source)
     check_input(src)  # a missing input is the first thing on disk to report
     plan = plan_file(src, output, wanted)
-    frame = decode_raw(src)
+    warming = alongside(partial(warm_up, settings)) if engine is None else contextlib.nullcontext()
+    with warming:  # OpenVINO starts while LibRaw decodes
+        frame = decode_raw(src)
     if engine is None:
         engine = engine_for(frame.sensor, settings)
     prepared = prepare_parsed(frame, given)
     del frame
-    image = infer(
-        prepared,
-        engine,
-        tile=settings.tile,
-        progress=settings.progress,
-        bits=plan.bits,
-        match_sensor=settings.match_sensor,
-    )
     with folder_for(plan.path):
-        return write_result(plan, image, prepared, block=engine.spec.block)
+        return infer_and_write(plan, prepared, engine, settings)
 
 
 __all__ = ["enhance", "enhance_file"]

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -30,9 +32,9 @@ from seedark.io.formats import (
     format_from_path,
 )
 from seedark.io.image import check_destination, check_name, output_exists, save_image
-from seedark.io.pixels import apply_orientation, to_8bit
+from seedark.io.pixels import FinishedRows, apply_orientation, to_8bit
 from seedark.pipeline.compare import DEFAULT_COMPARE_WIDTH, compare_picture, naive_brighten
-from seedark.runtime.engine import EngineKwargs, EngineOptions
+from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, infer
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack needs Python 3.11
@@ -287,7 +289,14 @@ def comparison(prepared: Prepared, enhanced: np.ndarray, block: int, width: int 
     return compare_picture(before, to_8bit(enhanced), width)
 
 
-def write_result(plan: OutputPlan, image: np.ndarray, prepared: Prepared, *, block: int = 2) -> Path:
+def write_result(
+    plan: OutputPlan,
+    image: np.ndarray,
+    prepared: Prepared,
+    *,
+    block: int = 2,
+    ready: Callable[[int], None] | None = None,
+) -> Path:
     """Publish the image, then (with ``compare``) the comparison picture, atomically.
 
     The destinations were checked when the plan was made (:func:`plan_output`, or the
@@ -295,7 +304,8 @@ def write_result(plan: OutputPlan, image: np.ndarray, prepared: Prepared, *, blo
     The image comes first, so a failure (a full disk) leaves no comparison picture of
     an image that is not there; if only the comparison picture fails, the error says
     that the image was written. ``keep_mtime``: the image gets the RAW file's access
-    and modification times (the comparison picture keeps its own).
+    and modification times (the comparison picture keeps its own). ``ready(n)``: returns
+    once rows ``[0, n)`` of ``image``, still being computed, are final (:func:`infer_and_write`).
     """
     options = plan.options
     software = f"seedark {__version__}"
@@ -308,6 +318,7 @@ def write_result(plan: OutputPlan, image: np.ndarray, prepared: Prepared, *, blo
         overwrite=options.overwrite,
         destination_checked=True,
         times_ns=source_times(prepared.path) if options.keep_mtime else None,
+        ready=ready,
     )
     if options.compare:
         picture = comparison(prepared, image, block, options.compare_width)
@@ -325,6 +336,38 @@ def write_result(plan: OutputPlan, image: np.ndarray, prepared: Prepared, *, blo
             reason = f"{exc.reason} (the enhanced image was written to {written}; only the comparison is missing)"
             raise OutputError(reason, plan.compare_path) from exc
     return written
+
+
+def infer_and_write(plan: OutputPlan, prepared: Prepared, engine: Engine, settings: EngineOptions) -> Path:
+    """Run the network on ``prepared`` and publish the result as :func:`write_result` does.
+
+    On the CPU the image is written while it is computed: a writer thread encodes each
+    PNG or TIFF piece as soon as the tiles have finished its rows (``FinishedRows``), in
+    order, so the file is the same, byte for byte. If the network fails or is interrupted,
+    the writer is told, and nothing is published.
+    """
+    run = partial(
+        infer,
+        prepared,
+        engine,
+        tile=settings.tile,
+        progress=settings.progress,
+        bits=plan.bits,
+        match_sensor=settings.match_sensor,
+    )
+    if engine.device.type != "cpu" or plan.settings.fmt not in ("png", "tiff"):
+        return write_result(plan, run(), prepared, block=engine.spec.block)
+    rows = FinishedRows(prepared.height, prepared.width, prepared.flip)
+    with ThreadPoolExecutor(1, thread_name_prefix="seedark-writer") as pool:
+        written = pool.submit(
+            lambda: write_result(plan, rows.image(), prepared, block=engine.spec.block, ready=rows.wait)
+        )
+        try:
+            run(rows=rows)
+        except BaseException as exc:
+            rows.abandon(exc)
+            raise
+        return written.result()
 
 
 def source_times(source: Path) -> tuple[int, int]:
@@ -353,6 +396,7 @@ __all__ = [
     "comparison",
     "conversion_options",
     "folder_for",
+    "infer_and_write",
     "names_folder",
     "output_name",
     "plan_file",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -70,6 +71,11 @@ class Backend(Protocol):
 
     def bytes_per_pixel(self) -> float:
         """Peak activation bytes per packed pixel of a tile (measured; docs/performance.md)."""
+        ...
+
+    def prepare(self, height: int, width: int) -> None:
+        """Get ready to run tiles of this shape (OpenVINO compiles it; safe on another thread
+        while the caller packs the first tile)."""
         ...
 
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
@@ -118,7 +124,7 @@ class TorchBackend:
     ) -> None:
         import torch
 
-        device = torch.device(device.type, device.index)
+        device = torch.device(str(device))
         dtype = torch_dtype(precision) if isinstance(precision, str) else precision
         self.device = device
         self.dtype = dtype
@@ -143,6 +149,9 @@ class TorchBackend:
         itemsize = self.dtype.itemsize
         return (560.0 * self.spec.width / 32 + 64.0) * itemsize / 4 + 16
 
+    def prepare(self, height: int, width: int) -> None:
+        return None
+
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int) -> None:
         self.run_tiles([TileWork(tile, dest, oy, ox)])
 
@@ -156,7 +165,8 @@ class TorchBackend:
                 TilePipeline(self._forward, self.device, self.dtype, self.layout).run(work)
                 return
             for item in work:
-                self._run_one(*item)
+                self._run_one(item.tile, item.dest, item.oy, item.ox)
+                item.done()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.lean_forward(x)
@@ -200,14 +210,16 @@ def _openvino() -> ModuleType:
 
 
 _CORE: Any = None
+_CORE_LOCK = threading.Lock()
 
 
 def _ov_core() -> Any:
     """One OpenVINO Core per process (it owns the thread pool and the plugin)."""
     global _CORE
-    if _CORE is None:
-        _CORE = _openvino().Core()
-    return _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = _openvino().Core()
+        return _CORE
 
 
 def openvino_version() -> str:
@@ -392,6 +404,10 @@ class OpenVINOBackend:
             self._fallback = TorchBackend(self.tensors(), CPU, "fp32")
         return self._fallback
 
+    def prepare(self, height: int, width: int) -> None:
+        if min(height, width) >= OV_MIN_SIDE:
+            self.compiled(height, width)
+
     def run_tile(self, tile: np.ndarray, dest: np.ndarray, oy: int, ox: int, *, last: bool = False) -> None:
         """See :class:`Backend`; ``last``: the frame's last tile, whose output is stored once the
         network's working memory is given back (the output tensor is the request's own and stays),
@@ -412,7 +428,8 @@ class OpenVINOBackend:
 
     def run_tiles(self, work: Iterable[TileWork], count: int | None = None) -> None:
         for done, item in enumerate(work, 1):
-            self.run_tile(*item, last=done == count)
+            self.run_tile(item.tile, item.dest, item.oy, item.ox, last=done == count)
+            item.done()
 
     def release(self) -> None:
         # A compiled model keeps its activation memory (~600 B/px) until told otherwise; the
@@ -484,6 +501,12 @@ def select_backend(
 
         weights = load_located(weights.located)
     return TorchBackend(weights, device, precision)
+
+
+def start_openvino() -> None:
+    """Load OpenVINO and its CPU plugin now (a third of a second), e.g. on a thread while a RAW
+    file is decoded, rather than when the engine is first needed."""
+    _ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def known_conversion(where: WeightsFile) -> KnownWeights | None:

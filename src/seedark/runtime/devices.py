@@ -61,7 +61,7 @@ class Device:
     def torch(self) -> torch.device:
         import torch
 
-        return torch.device(self.type, self.index)
+        return torch.device(str(self))
 
 
 CPU = Device("cpu")
@@ -105,12 +105,16 @@ def _gpu_may_exist() -> bool:
     return any(os.path.exists(node) for node in _GPU_NODES)
 
 
+def surely_cpu(name: str = "auto") -> bool:
+    """Whether ``--device name`` can only be the CPU, known without torch: ``cpu``, or ``auto`` on a
+    Linux machine without a GPU driver's device node (with torch loaded, it is asked instead)."""
+    spec = (name or "auto").strip().lower()
+    return spec == "cpu" or (spec == "auto" and "torch" not in sys.modules and not _gpu_may_exist())
+
+
 def find_device(name: str = "auto") -> Device:
     """:func:`resolve_device` as a :class:`Device`; without torch where the answer can only be the CPU."""
-    spec = (name or "auto").strip().lower()
-    if spec == "cpu" or (spec == "auto" and "torch" not in sys.modules and not _gpu_may_exist()):
-        return CPU
-    return Device.of(resolve_device(name))
+    return CPU if surely_cpu(name) else Device.of(resolve_device(name))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -14,10 +14,13 @@ and weights in files are located, not read, when their conversion is known
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -27,7 +30,7 @@ from seedark.errors import DeviceError, DeviceMemoryError, UnsupportedSensorErro
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
 from seedark.frames.sensormatch import camera_name, matched_input
-from seedark.io.pixels import apply_orientation, sample_dtype
+from seedark.io.pixels import FinishedRows, apply_orientation, sample_dtype
 from seedark.models.cache import check_model, model_file
 from seedark.models.registry import default_model_for, model_camera
 from seedark.models.weightsfile import WeightsFile, locate_weights
@@ -39,18 +42,29 @@ from seedark.runtime.backends import (
     backend_name,
     known_conversion,
     select_backend,
+    start_openvino,
 )
 from seedark.runtime.devices import (
+    CPU,
     Device,
     available_memory,
     find_device,
     out_of_memory_error,
     precision_for,
     release_after_oom,
+    surely_cpu,
     torch_dtype,
 )
 from seedark.runtime.ircache import KnownWeights
-from seedark.runtime.tiling import TilePlan, TileWork, iter_tiles, parse_tile, plan_for_budget, plan_tiles_fixed
+from seedark.runtime.tiling import (
+    TilePlan,
+    TileWork,
+    in_row_order,
+    iter_tiles,
+    parse_tile,
+    plan_for_budget,
+    plan_tiles_fixed,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -339,6 +353,7 @@ class Engine:
         progress: ProgressFn | None = None,
         bits: int | None = None,
         reserve: int = 0,
+        rows: FinishedRows | None = None,
     ) -> np.ndarray:
         """Network output for an amplified H x W x C packed array: (bH) x (bW) x 3.
 
@@ -350,6 +365,9 @@ class Engine:
         quantise the float output (a 60 MP frame then holds 180 or 360 MB of output
         instead of 720 MB). ``tile``: None = auto, 0 = whole frame, N = core side in
         packed pixels. ``reserve``: bytes held elsewhere that ``auto`` leaves free.
+        ``rows``: told of the output as soon as it exists and of each tile's core once it
+        is in place, the tiles run in the order that finishes its rows first, so another
+        thread can write them meanwhile (the CPU only: elsewhere a tile may run again).
 
         When the device runs out of memory, what the failed tiles held is freed and the
         frame runs again in tiles of half the memory (:meth:`_smaller_plan`; later
@@ -357,14 +375,19 @@ class Engine:
         """
         if packed.ndim != 3 or packed.shape[2] != self.spec.in_channels:
             raise ValueError(f"expected H x W x {self.spec.in_channels} input, got {packed.shape}")
+        if rows is not None and self.device.type != "cpu":
+            raise ValueError(f"rows are told of finished tiles on the CPU only, not on {self.device}")
         dtype = np.float32 if bits is None else sample_dtype(bits)
         h, w, _ = packed.shape
         b = self.spec.block
         plan = self.plan(h, w, tile, bits, held_input=not isinstance(packed, PackedFrame), reserve=reserve)
         backend = self._backend_for(h, w)
         out = np.empty((h * b, w * b, 3), dtype=dtype)
+        if rows is not None:
+            plan = replace(plan, tiles=in_row_order(plan.tiles, *rows.line_order()))
+            rows.begin(out)
         try:
-            while not self._run_plan(backend, plan, packed, out, progress):
+            while not self._run_plan(backend, plan, packed, out, progress, rows):
                 plan = self._smaller_plan(plan, h, w)
         finally:
             backend.release()
@@ -377,8 +400,12 @@ class Engine:
         packed: np.ndarray | PackedFrame,
         out: np.ndarray,
         progress: ProgressFn | None,
+        rows: FinishedRows | None = None,
     ) -> bool:
-        """Every tile of ``plan`` into ``out``; False when the device ran out of memory (then freed again)."""
+        """Every tile of ``plan`` into ``out``; False when the device ran out of memory (then freed again).
+
+        The back end prepares the tiles' shape (OpenVINO compiles it) on a thread while the
+        first tile is packed."""
         h, w, _ = packed.shape
         b = self.spec.block
         log.debug(
@@ -396,11 +423,16 @@ class Engine:
                 out[t.cy0 * b : t.cy1 * b, t.cx0 * b : t.cx1 * b],
                 (t.cy0 - t.y0) * b,
                 (t.cx0 - t.x0) * b,
+                None if rows is None else partial(rows.filled, t.cy0 * b, t.cy1 * b, t.cx0 * b, t.cx1 * b),
             )
             for t in iter_tiles(plan.tiles, progress)
         )
         try:
-            backend.run_tiles(work, len(plan.tiles))
+            with ThreadPoolExecutor(1, thread_name_prefix="seedark-prepare") as pool:
+                prepared = pool.submit(backend.prepare, *plan.extent)
+                first = next(work)
+                prepared.result()
+            backend.run_tiles(itertools.chain([first], work), len(plan.tiles))
         except out_of_memory_error() as exc:
             log.debug("out of memory on %s: %s", self.device, exc)
         else:
@@ -420,6 +452,19 @@ def engine_for(sensor: str | None, options: EngineOptions) -> Engine:
     engine = Engine.on(_weights_for(sensor, options, target), target, options.backend)
     log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
     return engine
+
+
+def warm_up(options: EngineOptions) -> None:
+    """Start what the engine will need whatever the file: OpenVINO and its CPU plugin, when the
+    engine will be OpenVINO on the CPU (known without torch). Meant for a thread while the RAW
+    file is decoded; it says nothing and raises nothing (the engine reports any problem itself)."""
+    if not surely_cpu(options.device):
+        return
+    try:
+        if backend_name(CPU, precision_for(options.precision, CPU), options.backend) == "openvino":
+            start_openvino()
+    except Exception as exc:  # reported again, and properly, when the engine is made
+        log.debug("warming the engine up failed: %s", exc)
 
 
 def _weights_for(sensor: str | None, options: EngineOptions, target: Target) -> LoadedWeights | KnownWeights:
@@ -506,6 +551,7 @@ def infer(
     bits: int | None = None,
     reserve: int = 0,
     match_sensor: bool = True,
+    rows: FinishedRows | None = None,
 ) -> np.ndarray:
     """Network output for a prepared frame, cropped and oriented: H x W x 3 in [0, 1].
 
@@ -514,14 +560,15 @@ def infer(
     result is a view (orientation is applied by strides, not copied). ``tile``: as
     :func:`parse_tile` returns it (None = auto). ``reserve``: bytes the caller holds
     elsewhere, which ``--tile auto`` leaves free. ``match_sensor``: the file's colours are
-    mapped to the model's camera first (:func:`matched_for`).
+    mapped to the model's camera first (:func:`matched_for`). ``rows``: told of the output
+    and of its rows as they are computed (:meth:`Engine.run`), for a writer on another thread.
     """
     check_fit(engine, prepared.sensor, prepared.path)
     if prepared.auto_ratio:
         log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
     packed = matched_for(prepared, engine) if match_sensor else prepared.packed
     try:
-        image = engine.run(packed, tile=tile, progress=progress, bits=bits, reserve=reserve)
+        image = engine.run(packed, tile=tile, progress=progress, bits=bits, reserve=reserve, rows=rows)
     except DeviceError as exc:
         if exc.path is not None:
             raise
@@ -546,4 +593,5 @@ __all__ = [
     "load_engine",
     "matched_for",
     "parse_tile",
+    "warm_up",
 ]

@@ -109,15 +109,17 @@ class _InFlight(NamedTuple):
 
     host: torch.Tensor
     done: Any  # torch.cuda.Event, or None where copies are synchronous
-    dest: np.ndarray
+    work: TileWork
 
     def finish(self) -> None:
         if self.done is not None:
             self.done.synchronize()
-        if self.dest.dtype == np.float32 or self.host.dtype != torch.float32:
-            np.copyto(self.dest, self.host.numpy())
+        dest = self.work.dest
+        if dest.dtype == np.float32 or self.host.dtype != torch.float32:
+            np.copyto(dest, self.host.numpy())
         else:  # clipped float32 of a sample type this torch lacks: quantising it clips nothing more
-            quantise(self.host.numpy(), 8 * self.dest.dtype.itemsize, out=self.dest)
+            quantise(self.host.numpy(), 8 * dest.dtype.itemsize, out=dest)
+        self.work.done()
 
 
 class TilePipeline:
@@ -170,7 +172,7 @@ class TilePipeline:
         if self.pinned:
             done = torch.cuda.Event()
             done.record()
-        return _InFlight(host, done, work.dest)
+        return _InFlight(host, done, work)
 
     def run(self, work: Iterable[TileWork]) -> None:
         items = iter(work)

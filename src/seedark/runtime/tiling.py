@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -169,13 +169,31 @@ def plan_for_budget(
 
 class TileWork(NamedTuple):
     """One tile to run: its input window (``h x w x C`` float32, any strides), where its
-    core goes (``dh x dw x 3``: float32, uint8 or uint16, a view into the output) and
-    where that core starts in the network's output for the window."""
+    core goes (``dh x dw x 3``: float32, uint8 or uint16, a view into the output), where
+    that core starts in the network's output for the window, and what to call once the
+    core is in ``dest`` (the back end calls it)."""
 
     tile: np.ndarray
     dest: np.ndarray
     oy: int
     ox: int
+    finished: Callable[[], None] | None = None
+
+    def done(self) -> None:
+        if self.finished is not None:
+            self.finished()
+
+
+def in_row_order(tiles: list[Tile], by_columns: bool, reverse: bool) -> list[Tile]:
+    """``tiles`` in the order that completes lines of the frame first: rows from the top (or the
+    bottom, ``reverse``) or, ``by_columns``, columns from the left (or the right). Any order
+    stitches to the same frame; this one lets rows be written while later tiles run."""
+
+    def key(t: Tile) -> tuple[int, int]:
+        first, second = (t.cx0, t.cy0) if by_columns else (t.cy0, t.cx0)
+        return (-first if reverse else first, second)
+
+    return sorted(tiles, key=key)
 
 
 def iter_tiles(tiles: list[Tile], progress: ProgressFn | None = None) -> Iterator[Tile]:

@@ -33,6 +33,7 @@ from seedark.io.pixels import apply_orientation
 from seedark.io.raw import RawFrame, read_raw
 from seedark.models.registry import default_model_for
 from seedark.models.weights import LoadedWeights
+from seedark.models.weightsfile import WeightsFile
 from seedark.progress import ProgressFn
 from seedark.runtime.cluster import Cluster, Stopped, WorkerContext, parse_cluster, worker_pool
 from seedark.runtime.engine import Engine, EngineKwargs, EngineOptions, engine_for, infer, parse_tile
@@ -439,8 +440,8 @@ def score_on_cluster(
     return [scored[i] for i in range(len(pairs))], used
 
 
-def _weights_name(weights: str | os.PathLike[str] | LoadedWeights | None) -> str | None:
-    if isinstance(weights, LoadedWeights):
+def _weights_name(weights: str | os.PathLike[str] | LoadedWeights | WeightsFile | None) -> str | None:
+    if isinstance(weights, (LoadedWeights, WeightsFile)):
         return str(weights.source)
     return None if weights is None else str(weights)
 
