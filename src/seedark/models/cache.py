@@ -63,9 +63,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
-
 from seedark._files import fsync_path, hash_file, publish, temp_file
 from seedark.config import cache_dir, cache_write_reason, offline
 from seedark.errors import DownloadError, SeedarkError, UsageError, WeightsError
@@ -243,6 +240,9 @@ def _provenance(name: str, origin: dict[str, Any], weights: LoadedWeights, weigh
 
 @contextlib.contextmanager
 def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
+    from filelock import FileLock  # only what writes the cache needs it
+    from filelock import Timeout as LockTimeout
+
     try:
         files.lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from seedark._files import hash_file
 from seedark.config import mirror
-from seedark.downloads.fetch import fetch
 from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import tfcheckpoint
 from seedark.models.registry import ModelRecord, SourceFile, drive_view_url
@@ -93,6 +92,8 @@ def download_official(
 ) -> tuple[LoadedWeights, dict[str, Any]]:
     """Download the official checkpoint into ``folder`` (resuming what an earlier try left there),
     verify it and read it: the weights and their origin for the provenance record."""
+    from seedark.downloads.fetch import fetch  # requests and its kin: only when downloading
+
     index_src, data_src = checkpoint_files(record)
     effective = {f.name: f for f in sources(record)}
     index_urls, data_urls = effective[index_src.name].urls, effective[data_src.name].urls

@@ -22,6 +22,7 @@ so one that is only verified (an optimizer slot) is never in memory whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -37,11 +38,17 @@ from seedark.errors import WeightsError
 
 log = logging.getLogger("seedark")
 
-_crc32c_fast: Callable[..., int] | None
-try:  # the C extension is ~1000x faster than the pure-Python table below
-    from crc32c import crc32c as _crc32c_fast
-except ImportError:  # pragma: no cover - a platform without a wheel: slow but correct
-    _crc32c_fast = None
+
+@functools.cache
+def _crc32c_fast() -> Callable[..., int] | None:
+    """The C extension, ~1000x faster than the pure-Python table below; imported when first
+    needed (it takes a tenth of a second, and a cached OpenVINO model reads no checkpoint)."""
+    try:
+        from crc32c import crc32c as fast
+    except ImportError:  # pragma: no cover - a platform without a wheel: slow but correct
+        return None
+    return fast  # type: ignore[no-any-return]
+
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
@@ -99,8 +106,9 @@ def crc32c_pure(data: bytes | memoryview, value: int = 0) -> int:
 def crc32c(data: bytes | memoryview, value: int = 0) -> int:
     """CRC32C of ``data`` (the checksum LevelDB and TensorFlow record), continuing from ``value``,
     the CRC32C of the bytes before it."""
-    if _crc32c_fast is not None:
-        return int(_crc32c_fast(data, value))
+    fast = _crc32c_fast()
+    if fast is not None:
+        return int(fast(data, value))
     return crc32c_pure(data, value)
 
 
