@@ -124,7 +124,7 @@ class FinishedRows:
     first rows are final (:meth:`wait`). Oriented row ``r`` is a row of the unoriented image
     (row ``H-1-r`` when ``flip & 2``) or, when ``flip & 4`` swaps the axes, a column
     (``W-1-r`` when ``flip & 1``), final once every pixel of it is filled. A producer that
-    fails calls :meth:`abandon`, and a waiting consumer gets :class:`Abandoned`.
+    fails, or a caller that stops, calls :meth:`abandon`, and a consumer gets :class:`Abandoned`.
     """
 
     def __init__(self, height: int, width: int, flip: int) -> None:
@@ -184,8 +184,9 @@ class FinishedRows:
             return self._image
 
     def wait(self, rows: int) -> None:
-        """Block until oriented rows ``[0, rows)`` are final."""
+        """Block until oriented rows ``[0, rows)`` are final; :class:`Abandoned` once the producer has
+        given up, even for rows already final (an interrupted run publishes nothing)."""
         with self._changed:
             self._changed.wait_for(lambda: self._ready >= rows or self._failed is not None)
-            if self._ready < rows:
-                raise Abandoned(f"the output was not computed ({self._failed!r})")
+            if self._failed is not None:
+                raise Abandoned(f"the output is not wanted any more ({self._failed!r})")

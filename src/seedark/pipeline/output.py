@@ -343,8 +343,8 @@ def infer_and_write(plan: OutputPlan, prepared: Prepared, engine: Engine, settin
 
     On the CPU the image is written while it is computed: a writer thread encodes each
     PNG or TIFF piece as soon as the tiles have finished its rows (``FinishedRows``), in
-    order, so the file is the same, byte for byte. If the network fails or is interrupted,
-    the writer is told, and nothing is published.
+    order, so the file is the same, byte for byte. If the network fails, or the run is
+    interrupted before the file is complete, the writer is told, and nothing is published.
     """
     run = partial(
         infer,
@@ -364,10 +364,10 @@ def infer_and_write(plan: OutputPlan, prepared: Prepared, engine: Engine, settin
         )
         try:
             run(rows=rows)
-        except BaseException as exc:
+            return written.result()
+        except BaseException as exc:  # the network failed, or Ctrl-C: the writer stops and publishes nothing
             rows.abandon(exc)
             raise
-        return written.result()
 
 
 def source_times(source: Path) -> tuple[int, int]:
