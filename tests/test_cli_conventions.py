@@ -129,7 +129,7 @@ def test_output_without_extension_or_slash(shot: Path, tmp_path: Path, capsys: p
     code, out, err = run_cli(capsys, "enhance", shot, *ENGINE, "-o", tmp_path / "newdir")
     assert code == 2 and out == ""
     assert err.strip().endswith(
-        "cannot tell the output format from no extension; use .png, .tif/.tiff or .jpg/.jpeg "
+        "cannot tell the output format from no extension; use .png, .tif/.tiff, .jpg/.jpeg or .dng "
         "(or --format), or end it with / for a folder to create"
     )
     assert not (tmp_path / "newdir").exists()

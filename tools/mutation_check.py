@@ -137,6 +137,21 @@ MUTANTS = [
         "packed[..., c] = means[..., k] + change[..., k]",
         ("tests/test_sensor_match.py",),
     ),
+    # Issue 24: the linear DNG.
+    Mutant(
+        "dng-srgb-curve",
+        "the DNG undoes sRGB's power 1/2.4 instead of LibRaw's BT.709 curve (power 0.45)",
+        "POWER = 0.45",
+        "POWER = 1 / 2.4",
+        ("tests/test_dng_output.py",),
+    ),
+    Mutant(
+        "dng-matrix-transposed",
+        "ColorMatrix1 is XYZ -> sRGB transposed",
+        "m = np.linalg.inv(SRGB_TO_XYZ)",
+        "m = np.linalg.inv(SRGB_TO_XYZ).T",
+        ("tests/test_dng_output.py",),
+    ),
 ]
 
 

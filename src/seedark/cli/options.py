@@ -133,14 +133,17 @@ def output_options(f: Any) -> Any:
             "--format",
             "fmt",
             type=click.Choice(FORMATS),
-            help="Output format (default: from -o's file extension, else png).",
+            help="Output format (default: from -o's file extension, else png). dng: 16-bit linear DNG for "
+            "raw editors (docs/dng.md).",
         ),
         click.option(
             "--suffix",
             default="",
             help="Added to the input's name for the output's: --suffix _sid gives DSC0001_sid.png (default: none).",
         ),
-        click.option("--bits", type=int, help="Bits per sample for PNG/TIFF: 8 or 16 (default: 8 PNG, 16 TIFF)."),
+        click.option(
+            "--bits", type=int, help="Bits per sample for PNG/TIFF: 8 or 16 (default: 8 PNG, 16 TIFF; DNG: 16 only)."
+        ),
         click.option("--quality", type=int, help="JPEG quality, 1-100 (default: 95). JPEG only."),
         click.option(
             "--compression",

@@ -228,13 +228,8 @@ def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
         raise error(cache_write_reason(exc), files.lock.parent) from exc
     lock = FileLock(files.lock)
     try:
-        try:
-            lock.acquire(timeout=0)
-        except LockTimeout:
-            log.info(
-                "another seedark process is working on the %s model; waiting for it (lock %s)", files.name, files.lock
-            )
-            lock.acquire(timeout=LOCK_TIMEOUT)
+        while not _acquire(lock, files):  # the lock file was removed (models remove) while we waited
+            lock.release()
     except LockTimeout:
         raise error(
             f"gave up after {LOCK_TIMEOUT:.0f} s waiting for another seedark process working on this model", files.lock
@@ -245,6 +240,24 @@ def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _acquire(lock: FileLock, files: ModelFiles) -> bool:
+    """Take the model's lock, waiting for another process if need be. False when what was locked is
+    no longer the lock file: :func:`remove_model` deletes it under the lock, and a process that opened
+    it before then holds a lock nobody else will ever ask for (filelock 4 checks this itself, 3 not)."""
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        log.info("another seedark process is working on the %s model; waiting for it (lock %s)", files.name, files.lock)
+        lock.acquire(timeout=LOCK_TIMEOUT)
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if fd is None:  # a filelock that does not say (Windows deletes the file itself when it is free)
+        return True
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(files.lock))
+    except FileNotFoundError:
+        return False
 
 
 def _install(files: ModelFiles, weights: LoadedWeights, origin: dict[str, Any], error: type[SeedarkError]) -> Path:
@@ -493,6 +506,11 @@ def remove_model(name: str) -> bool:
             return False
         except OSError as exc:
             raise WeightsError(cache_write_reason(exc), files.dir) from exc
+        finally:
+            # Nothing of the model stays behind, its lock file neither: removed while held, so a
+            # process waiting on it takes a fresh one (see _acquire).
+            with contextlib.suppress(OSError):
+                files.lock.unlink()
     log.info("removed the %s model from %s", name, files.dir)
     return True
 

@@ -290,6 +290,7 @@ def load_safetensors(path: str | os.PathLike[str]) -> LoadedWeights:
 def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
     """Load ``--weights``: a TF checkpoint (dir, prefix, .index) or a .safetensors file."""
     p = Path(path)
+    tfcheckpoint.check_weights_path(p)
     if p.suffix == ".safetensors" and p.is_file():
         return load_safetensors(p)
     if tfcheckpoint.is_tf_checkpoint(p):

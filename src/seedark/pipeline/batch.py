@@ -229,12 +229,12 @@ class _BatchRun:
         else:
             self._top_up(prefetch_depth(engine))  # decode ahead while this frame runs
         try:
-            reserve = held_besides(prepared, job.plan.bits, len(self.pending), writing=not big)
+            reserve = held_besides(prepared, job.plan.network_bits or 32, len(self.pending), writing=not big)
             image = infer(
                 prepared,
                 engine,
                 tile=self.options.tile,
-                bits=job.plan.bits,
+                bits=job.plan.network_bits,
                 reserve=reserve,
                 match_sensor=self.options.match_sensor,
             )

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from seedark.errors import RawReadError
 from seedark.frames.exposure import parse_ratio
 from seedark.frames.prepare import prepare_parsed
 from seedark.io.raw import RawFrame, check_input, decode_raw, read_raw
@@ -65,6 +67,17 @@ def enhance(
     return infer(prepared, engine, tile=settings.tile, progress=settings.progress, match_sensor=settings.match_sensor)
 
 
+def check_source(source: Path) -> None:
+    """``check_input``, and for a folder, the command that takes one."""
+    try:
+        check_input(source)
+    except RawReadError as exc:
+        if source.is_dir():
+            hint = f"to enhance every RAW file in it, run: seedark batch {shlex.quote(str(source))}"
+            raise RawReadError(f"{exc.reason}; {hint}", source) from None
+        raise
+
+
 def enhance_file(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -87,7 +100,7 @@ def enhance_file(
     given = parse_ratio(ratio)
     settings, wanted = conversion_options(options)
     src = Path(source)
-    check_input(src)  # a missing input is the first thing on disk to report
+    check_source(src)  # a missing input is the first thing on disk to report
     plan = plan_file(src, output, wanted)
     frame = decode_raw(src)
     if engine is None:
@@ -99,7 +112,7 @@ def enhance_file(
         engine,
         tile=settings.tile,
         progress=settings.progress,
-        bits=plan.bits,
+        bits=plan.network_bits,
         match_sensor=settings.match_sensor,
     )
     with folder_for(plan.path):

@@ -360,6 +360,17 @@ def requested_backend(name: str | None) -> str:
     return spec
 
 
+def engine_conflict(engine: str, precision: str, device: str) -> str | None:
+    """Why ``engine`` (pytorch, openvino, auto) cannot run ``precision`` on ``device`` (cpu, cuda:0, auto...),
+    as far as the names alone tell; None when nothing does. Checked as the options are read, and again
+    once ``auto`` is resolved."""
+    if precision == "int8" and engine == "pytorch":  # only OpenVINO runs the quantised model
+        return "int8 runs on the OpenVINO engine; drop --engine pytorch or use another precision"
+    if engine == "openvino" and device.split(":")[0] not in ("cpu", "auto"):
+        return f"the OpenVINO engine runs on the CPU, not {device}"
+    return None
+
+
 def select_backend(
     weights: LoadedWeights, device: torch.device, dtype: torch.dtype, name: str | None = "auto"
 ) -> Backend:
@@ -370,9 +381,10 @@ def select_backend(
     """
     want = requested_backend(name)
     precision = precision_name(dtype)
-    if precision == "int8":  # only OpenVINO runs the quantised model
-        if want == "pytorch":
-            raise DeviceError("int8 runs on the OpenVINO engine; drop --engine pytorch or use another precision")
+    conflict = engine_conflict(want, precision, str(device))
+    if conflict is not None:
+        raise DeviceError(conflict)
+    if precision == "int8":
         if not openvino_installed():
             raise DeviceError("int8 needs OpenVINO and NNCF: pip install 'seedark[int8]'")
         want = "openvino"

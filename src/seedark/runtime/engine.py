@@ -24,10 +24,11 @@ from seedark.frames.prepare import Prepared
 from seedark.frames.sensormatch import camera_name, matched_input
 from seedark.io.pixels import apply_orientation, sample_dtype
 from seedark.models.cache import check_model, load_model
-from seedark.models.registry import default_model_for, model_camera
+from seedark.models.registry import default_model_for, model_camera, trained_ratios
+from seedark.models.tfcheckpoint import check_weights_path
 from seedark.models.weights import LoadedWeights, load_weights
 from seedark.progress import ByteProgress, ProgressFn
-from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
+from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, engine_conflict, select_backend
 from seedark.runtime.devices import (
     OutOfMemoryError,
     available_memory,
@@ -124,16 +125,25 @@ class EngineOptions:
     def from_kwargs(cls, **kwargs: Unpack[EngineKwargs]) -> EngineOptions:
         """The options from the public keywords (an unknown keyword is a TypeError, as in any call).
 
-        A ``model`` must be one the cache knows (registered or imported): a mistyped name is
-        reported here, before any file is looked at.
+        What the names alone show cannot work is reported here, before any file is looked at
+        (an output that exists included): a ``model`` the cache does not know (registered or
+        imported), a ``weights`` path that is not there or is a checkpoint's ``.meta`` file, an
+        engine that cannot run the precision or device asked for by name.
         """
         if kwargs.get("weights") is not None and kwargs.get("model") is not None:
             raise UsageError("give either --weights or --model, not both")
         if kwargs.get("model") is not None:
             check_model(cast(str, kwargs["model"]))
+        weights = kwargs.get("weights")
+        if isinstance(weights, (str, os.PathLike)):
+            check_weights_path(Path(weights))
         given = cast("dict[str, Any]", dict(kwargs))
         given["tile"] = parse_tile(given.get("tile", "auto"))
-        return cls(**given)
+        options = cls(**given)
+        conflict = engine_conflict(options.backend, options.precision, options.device)
+        if conflict is not None:
+            raise DeviceError(conflict)
+        return options
 
     @property
     def picks_model(self) -> bool:
@@ -176,6 +186,8 @@ class Engine:
         self.camera = model_camera(weights.metadata)
         #: What the log has said about sensor matching: each message once per engine, not per file.
         self.said: set[str] = set()
+        #: The registry's name for these weights (a cached model's), None for weights of unknown origin.
+        self.model: str | None = weights.metadata.get("seedark_model")
         #: Bytes a tile's activations may take at most, learnt from an out-of-memory error
         #: (:meth:`run`): every later frame plans within it.
         self.memory_cap: float | None = None
@@ -283,7 +295,20 @@ class Engine:
         # int8 was asked for by name: small frames get it too (its model is compiled anyway).
         small = height * width < OV_MIN_PIXELS and self.backend.precision != "int8"
         if isinstance(self.backend, OpenVINOBackend) and small:
-            return self.backend.torch_fallback()
+            fallback = self.backend.torch_fallback()
+            # the status line named OpenVINO: say once what runs instead (and for each frame with -v)
+            level = logging.DEBUG if "fallback" in self.said else logging.INFO
+            self.said.add("fallback")
+            log.log(
+                level,
+                "a %dx%d frame is too small to be worth compiling for OpenVINO: running on %s (%s, %s) instead",
+                width * self.spec.block,
+                height * self.spec.block,
+                self.info.device,
+                fallback.precision,
+                fallback.name,
+            )
+            return fallback
         return self.backend
 
     def run(
@@ -436,6 +461,21 @@ def matched_for(prepared: Prepared, engine: Engine) -> PackedFrame:
     )
 
 
+def warn_untrained_ratio(prepared: Prepared, model: str | None) -> None:
+    """A warning when the ratio is outside those registry model ``model`` was trained on: the
+    network extrapolates there, and the result is worth a look (docs/exposure.md)."""
+    trained = trained_ratios(model)
+    if trained is not None and not trained[0] <= prepared.ratio <= trained[1]:
+        log.warning(
+            "%s: ratio x%.1f is outside x%g-x%g, the range the %s model was trained on; "
+            "the result may be too dark, too bright or smeared",
+            prepared.path.name,
+            prepared.ratio,
+            *trained,
+            model,
+        )
+
+
 def infer(
     prepared: Prepared,
     engine: Engine,
@@ -459,6 +499,7 @@ def infer(
     if prepared.auto_ratio:
         log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
     packed = matched_for(prepared, engine) if match_sensor else prepared.packed
+    warn_untrained_ratio(prepared, engine.model)
     try:
         image = engine.run(packed, tile=tile, progress=progress, bits=bits, reserve=reserve)
     except DeviceError as exc:
