@@ -257,7 +257,10 @@ def plan_file(source: Path, output: str | os.PathLike[str] | None, options: Outp
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    return output_exists(a) and output_exists(b) and a.resolve() == b.resolve()
+    try:
+        return output_exists(a) and output_exists(b) and a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a link loop: not a file to be replaced; writing says why it fails
+        return False
 
 
 def _missing_folder(dest: Path, settings: OutputSettings) -> str:
