@@ -59,7 +59,7 @@ D65 = np.array([0.95047, 1.0, 1.08883])
 #: The a7S II's matrix (x 10000, LibRaw's table): the scene scale puts D65 white at 0.9 of its green range.
 A7S2 = (5838, -1430, -246, -3497, 11477, 2297, -748, 1885, 5778)
 SCALE = 0.9 / float((np.array(A7S2).reshape(3, 3) / 10000 @ D65)[1])
-CROP = (256, 384)  # sRGB pixels of one photo (the mosaic's size)
+CROP = (256, 320)  # sRGB pixels of one photo (the mosaic's size)
 RATIOS = (100.0, 300.0)
 
 
