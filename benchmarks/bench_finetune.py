@@ -108,9 +108,7 @@ def truth(camera: Camera) -> Any:
         read = math.exp(camera.read_fit[0] * log_k + camera.read_fit[1])
         row = math.exp(camera.row_fit[0] * log_k + camera.row_fit[1])
         isos.append(IsoTruth(800 * 2**n, math.exp(log_k), camera.read_lambda, read, row))
-    return CameraTruth(
-        camera.make, camera.model, camera.black, camera.white, tuple(isos), cm_tuple(camera), camera.cfa
-    )
+    return CameraTruth(camera.make, camera.model, camera.black, camera.white, tuple(isos), cm_tuple(camera), camera.cfa)
 
 
 def cm_tuple(camera: Camera) -> tuple[float, ...]:

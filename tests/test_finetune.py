@@ -22,12 +22,15 @@ from helpers.cli import run_cli
 from helpers.rawgen import write_dng
 from helpers.sid_layout import clean_scene
 from seedark.errors import CalibrationError, DatasetError, UsageError
+from seedark.io.raw import RawFrame
 from seedark.models import cache
 from seedark.models.network import NetworkSpec
+from seedark.models.registry import MODELS, camera_metadata
 from seedark.models.weights import load_weights, random_weights, save_safetensors
 from seedark.synthesis.noise import iso_params
 from seedark.synthesis.noiseprofile import IsoNoise, NoiseProfile, save_profile
 from seedark.training import cameraprofiles
+from seedark.training.dataset import paired_patch
 from seedark.training.finetune import SID_RATIOS, finetune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -151,6 +154,59 @@ def test_real_pairs_are_mixed_in(home: Path, photos: Path, tmp_path: Path, rng: 
     assert result.train.steps == 4, "3 photos and 1 scene: one pass"
     assert result.record.summary["pairs"] == 1
     assert json.loads((result.run / "config.json").read_text())["pairs"] == str(tmp_path / "pairs")
+
+
+D850 = (1.0405, -0.3755, -0.1270, -0.5461, 1.3787, 0.1793, -0.1040, 0.2015, 0.6785)
+
+
+def _known_camera_base(tmp_path: Path) -> None:
+    """The ``tiny`` model again, now saying it learnt the a7S II (as the official sony model does)."""
+    camera = MODELS["sony"].camera
+    assert camera is not None
+    weights = random_weights(NetworkSpec(4, 4, 2), seed=3)
+    cache.import_model(
+        "tiny", save_safetensors(weights, tmp_path / "t.safetensors", camera_metadata(camera)), unverified=True
+    )
+
+
+def test_inputs_matched_to_the_base_models_camera(home: Path, tmp_path: Path, rng: np.random.Generator) -> None:
+    _known_camera_base(tmp_path)
+    photos = tmp_path / "d850"
+    photos.mkdir()
+    for k in range(2):
+        _photo(photos / f"{k}.dng", rng, color_matrix=D850)
+    result = finetune(photos, base="tiny", steps=2, patch=16, device="cpu")
+    # T = CM_model · CM_file⁻¹, computed here from the two published matrices
+    expected = np.array(MODELS["sony"].color_matrix).reshape(3, 3) @ np.linalg.inv(np.array(D850).reshape(3, 3))
+    saved = json.loads((result.run / "config.json").read_text())
+    np.testing.assert_allclose(np.array(saved["sensor_match"]).reshape(3, 3), expected, rtol=1e-9)
+    # the model says it learnt the a7S II's colours, so enhance matches this camera's files the same way
+    metadata = load_weights(result.model).metadata
+    assert metadata["camera"] == "Sony a7S II" and metadata["camera_matrix"].startswith("0.5838,")
+
+    off = finetune(photos, base="tiny", steps=2, patch=16, device="cpu", name="plain", match_sensor=False)
+    assert "sensor_match" not in json.loads((off.run / "config.json").read_text())
+    assert "camera_matrix" not in load_weights(off.model).metadata
+
+
+def test_the_patch_is_matched_before_amplification() -> None:
+    """A flat colour patch: each packed pixel's (R, G, B) goes through T, then x ratio, clipped at 1
+    (red is clipped: matching after amplification would map the clipped value)."""
+    colour = np.array([0.012, 0.006, 0.002])  # normalised R, G, B above black
+    mosaic = np.empty((8, 8))
+    mosaic[0::2, 0::2], mosaic[0::2, 1::2], mosaic[1::2, 0::2], mosaic[1::2, 1::2] = colour[[0, 1, 1, 2]]
+    stored_dn = np.round(512 + mosaic * (16383 - 512)).astype(np.uint16)
+    pattern, black = np.array([["R", "G"], ["G", "B"]]), np.full((2, 2), 512, np.float32)
+    frame = RawFrame(Path("x"), stored_dn, pattern, "bayer", black, 16383, 0)
+    stored = (frame.mosaic[:2, :2].astype(np.float64) - 512) / (16383 - 512)
+    rgb = np.array([stored[0, 0], stored[0, 1], stored[1, 1]])
+    t = np.array([[1.2, -0.1, -0.1], [-0.2, 1.3, -0.1], [0.0, -0.3, 1.3]])
+    gt = np.zeros((8, 8, 3), np.uint16)
+    inp, _ = paired_patch(frame, gt, 0, 100.0, 4, np.random.default_rng(0), augment_patch=False, match=t)
+    want = np.minimum(np.maximum(t @ rgb, 0) * 100, 1)
+    np.testing.assert_allclose(inp[:, 0, 0], [want[0], want[1], want[2], want[1]], rtol=1e-5)
+    plain, _ = paired_patch(frame, gt, 0, 100.0, 4, np.random.default_rng(0), augment_patch=False)
+    np.testing.assert_allclose(plain[:, 0, 0], np.minimum(rgb[[0, 1, 2, 1]] * 100, 1), rtol=1e-5)
 
 
 def test_per_iso_noise_draws_the_measured_isos() -> None:

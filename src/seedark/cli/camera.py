@@ -89,6 +89,15 @@ def calibrate_command(ctx: click.Context, darks: Path, flats: Path, output: Path
 )
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data-loading processes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data order, patches and noise.")
+@click.option(
+    "--match-sensor/--no-match-sensor",
+    "match_sensor",
+    default=True,
+    show_default=True,
+    help="Train on the photos' colours matched to the base model's camera, as enhance matches them "
+    "(docs/cameras.md); --no-match-sensor trains on the camera's own values, and enhance then "
+    "leaves its files unmatched.",
+)
 @verbosity_options
 @click.pass_context
 def finetune_command(ctx: click.Context, photos: Path, **options: Any) -> None:

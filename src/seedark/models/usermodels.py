@@ -52,10 +52,13 @@ def camera_slug(make: str | None, model: str | None) -> str:
 
 
 def camera_label(make: str | None, model: str | None) -> str:
-    """The camera as its make and model name it, for people ("NIKON D850", "Sony ILCE-7SM2")."""
-    if make and model and model.casefold().startswith(make.split()[0].casefold()):
+    """The camera as its make and model name it, for people: the model alone where it starts with
+    the make's first word ("Canon", "Canon EOS R6": "Canon EOS R6"; "NIKON CORPORATION", "NIKON
+    D850": "NIKON D850"), else both ("Sony ILCE-7SM2"); "this camera" when neither is known."""
+    first = (make or "").split()[:1]
+    if first and model and model.casefold().startswith(first[0].casefold()):
         return model
-    return " ".join(x for x in (make, model) if x) or "an unknown camera"
+    return " ".join(x for x in (make, model) if x) or "this camera"
 
 
 @dataclass(frozen=True)

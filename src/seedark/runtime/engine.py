@@ -21,12 +21,12 @@ import torch
 from seedark.errors import DeviceError, DeviceMemoryError, UnsupportedSensorError, UsageError
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
-from seedark.frames.sensormatch import camera_name, matched_input
+from seedark.frames.sensormatch import matched_input
 from seedark.io.metadata import CameraMetadata
 from seedark.io.pixels import apply_orientation, sample_dtype
 from seedark.models.cache import check_model, load_model, user_model_for
 from seedark.models.registry import default_model_for, model_camera
-from seedark.models.usermodels import UserModel
+from seedark.models.usermodels import UserModel, camera_label
 from seedark.models.weights import LoadedWeights, load_weights
 from seedark.progress import ByteProgress, ProgressFn
 from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, select_backend
@@ -454,7 +454,7 @@ def matched_for(prepared: Prepared, engine: Engine) -> PackedFrame:
         prepared.packed,
         prepared.color_matrix,
         engine.camera,
-        camera=camera_name(cam.make, cam.model),
+        camera=camera_label(cam.make, cam.model),
         model_name=engine.camera.name if engine.camera is not None else str(engine.source),
         said=engine.said,
     )

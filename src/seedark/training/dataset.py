@@ -27,6 +27,7 @@ import numpy as np
 
 from seedark.errors import DatasetError, UnsupportedSensorError
 from seedark.frames.packing import amplify, pack, pack_bayer, sensor_area, xtrans_phase
+from seedark.frames.sensormatch import match_colours
 from seedark.io.exifread import read_camera_metadata
 from seedark.io.pixels import apply_orientation
 from seedark.io.raw import RAW_EXTENSIONS, RawFrame
@@ -344,17 +345,9 @@ def paired_patch(
         sub = _darken(sub, ratio, noise, rng, per_iso)
     packed = pack(sub)
     if match is not None:
-        packed = match_input(packed, match, sub.sensor)
+        match_colours(packed, match, sub.sensor)
     inp = amplify(packed, ratio)
     return _chw(*augment(inp, target, rng, augment_patch))
-
-
-def match_input(packed: np.ndarray, match: np.ndarray, sensor: str) -> np.ndarray:
-    """The packed (normalised, not yet amplified) input's colours mapped to the model's camera by
-    the 3 x 3 ``match``: the one call to the sensor matching of seedark.frames.sensormatch."""
-    from seedark.frames import sensormatch  # type: ignore[attr-defined]  # comes with issue 21
-
-    return sensormatch.match_colours(packed, match, sensor)  # type: ignore[no-any-return]
 
 
 def _black_map(frame: RawFrame) -> np.ndarray:

@@ -33,8 +33,11 @@ from typing import Any
 
 from seedark.config import cache_dir
 from seedark.errors import DatasetError, UsageError
+from seedark.frames.sensormatch import sensor_transform
 from seedark.io.exifread import read_camera_metadata
-from seedark.models.cache import check_user_model_name, register_user_model
+from seedark.io.raw import read_raw
+from seedark.models.cache import check_user_model_name, load_model, register_user_model
+from seedark.models.registry import ModelCamera, camera_metadata, model_camera
 from seedark.models.usermodels import UserModel, camera_key, camera_label, camera_slug
 from seedark.models.weights import load_weights
 from seedark.progress import ProgressFn
@@ -99,6 +102,28 @@ def _profile(given: str | os.PathLike[str] | None, make: str, model: str) -> tup
     return profile, path.resolve()
 
 
+def colour_match(base: str, photo: Path, enabled: bool) -> tuple[tuple[float, ...] | None, ModelCamera | None]:
+    """(T, the base model's camera): the map of the photos' colours to the camera the base model
+    learnt (seedark.frames.sensormatch), as ``enhance`` will map this camera's files, and the
+    camera the fine-tuned model then says it learnt. T is None where nothing is mapped: matching
+    off (and then no camera either, so ``enhance`` does not map the files), the base's camera or
+    the photos' matrix unknown, or the photos from the base's own camera."""
+    camera = model_camera(load_model(base).metadata) if enabled else None
+    if camera is None:
+        if enabled:
+            log.info("colours not matched: the %s model does not say which camera it learnt", base)
+        return None, None
+    frame = read_raw(photo)
+    label = camera_label(frame.camera.make, frame.camera.model)
+    if frame.color_matrix is None:
+        log.info("colours of the %s not matched: no colour matrix is known for it", label)
+        return None, camera
+    transform = sensor_transform(frame.color_matrix, camera)
+    if transform is not None:
+        log.info("colours of the %s matched to the %s model's camera (%s)", label, base, camera.name)
+    return (None if transform is None else tuple(float(v) for v in transform.ravel())), camera
+
+
 def finetune_config(
     run: Path,
     photos: Path,
@@ -143,13 +168,15 @@ def finetune(
     steps: int = FINETUNE_STEPS,
     name: str | None = None,
     out: str | os.PathLike[str] | None = None,
+    match_sensor: bool = True,
     progress: Callable[[TrainStatus], None] | None = None,
     cache_progress: ProgressFn | None = None,
     **settings: Any,
 ) -> FinetuneResult:
     """Fine-tune ``base`` for the camera of ``photos`` and register it for that camera (see the
-    module docstring). ``settings``: TrainConfig fields (``patch``, ``device``, ``workers``,
-    ``seed``, ``resume``, ``sensor_match``...)."""
+    module docstring). ``match_sensor``: the inputs' colours matched to the base model's camera
+    (:func:`colour_match`). ``settings``: TrainConfig fields (``patch``, ``device``,
+    ``workers``, ``seed``, ``resume``...)."""
     if steps < 1:
         raise UsageError(f"steps must be at least 1, got {steps}")
     settings.setdefault("patch", FINETUNE_PATCH)
@@ -163,13 +190,18 @@ def finetune(
     check_user_model_name(name)  # before any work
     run = Path(out) if out is not None else cache_dir() / "finetune" / name
     items = len(sources) + len({p.long for p in real})
+    match, camera = colour_match(base, sources[0], match_sensor)
     pair_folder = Path(pairs) if pairs is not None else None
-    config = finetune_config(run, folder, noise, base=base, items=items, steps=steps, pairs=pair_folder, **settings)
+    config = finetune_config(
+        run, folder, noise, base=base, items=items, steps=steps, pairs=pair_folder, sensor_match=match, **settings
+    )
     scenes = f" and {items - len(sources)} real scene(s)" if real else ""
     log.info("fine-tuning %s for the %s on %d photo(s)%s", base, camera_label(make, model), len(sources), scenes)
     result = train(config, progress=progress, cache_progress=cache_progress)
     assert result.model is not None  # a single process is rank 0
     weights = load_weights(result.model)
+    if camera is not None:  # its inputs were matched to this camera's colours, as enhance's will be
+        weights.metadata.update(camera_metadata(camera))
     record = UserModel(
         name=name,
         make=make,
@@ -201,4 +233,4 @@ def _summary(result: TrainResult, config: TrainConfig, photos: int, pairs: int) 
     }
 
 
-__all__ = ["SID_RATIOS", "FinetuneResult", "finetune", "finetune_config", "photos_of"]
+__all__ = ["SID_RATIOS", "FinetuneResult", "colour_match", "finetune", "finetune_config", "photos_of"]
