@@ -421,10 +421,10 @@ class EngineCache:
     def get(self, sensor: str | None, camera: CameraMetadata | None = None) -> Engine:
         """The engine for a file of ``sensor``'s kind from ``camera`` (None: the default model's),
         prepared now if it is the first for its model."""
-        model, mine = _pick(sensor, self.options, camera)
-        engine = self._engines.get((sensor, model))
+        key = (sensor, _pick(sensor, self.options, camera)[0])
+        engine = self._engines.get(key)
         if engine is None:
-            engine = self._engines[(sensor, model)] = _engine(self.options, model, mine)
+            engine = self._engines[key] = engine_for(sensor, self.options, camera)
         return engine
 
 

@@ -17,7 +17,7 @@ from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile
 
 #: ``seedark finetune``'s default schedule: optimiser steps (within 30 minutes for 20 photos on a
 #: 2-core CPU) and the patch side in packed pixels (the paper's 512 costs four times as much a step).
-FINETUNE_STEPS = 400
+FINETUNE_STEPS = 600
 FINETUNE_PATCH = 256
 
 
