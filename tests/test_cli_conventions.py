@@ -175,7 +175,8 @@ def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> No
     text = " ".join(out.split())
     assert code == 0
     assert "(default: from -o's file extension, else png)" in text
-    assert "(default: from the camera: sony for Bayer sensors, fuji for X-Trans)" in text
+    default = "(default: from the camera: your model for it from 'seedark finetune', else sony for Bayer sensors, fuji"
+    assert default in text
     assert "(default: sony)" not in text and "(default: png)" not in text
     for command in ("enhance", "batch", "info", "train"):
         _, out, _ = run_cli(capsys, command, "--help")

@@ -70,8 +70,8 @@ def engine_options(f: Any) -> Any:
         ),
         click.option(
             "--model",
-            help="Cached model name (default: from the camera: sony for Bayer sensors, fuji for X-Trans). "
-            "See 'seedark models list'.",
+            help="Cached model name (default: from the camera: your model for it from 'seedark finetune', "
+            "else sony for Bayer sensors, fuji for X-Trans). See 'seedark models list'.",
         ),
         click.option(
             "--device",

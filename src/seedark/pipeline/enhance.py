@@ -54,7 +54,8 @@ def enhance(
     ``source``: a path, or a frame decoded already (``read_raw``). ``ratio``:
     amplification (reference exposure / this exposure), or ``"auto"`` to estimate it
     from the frame (seedark.frames.exposure). Without ``weights``, ``model`` or
-    ``engine``, the model matching the sensor is used (sony / fuji).
+    ``engine``, the model ``seedark finetune`` made for the file's camera is used where
+    there is one, else the model matching the sensor (sony / fuji).
     ``match_sensor`` (default True): the file's colours are mapped to those of the
     model's camera first (docs/cameras.md).
     """
@@ -62,7 +63,7 @@ def enhance(
     settings = EngineOptions.from_kwargs(**options)
     frame = source if isinstance(source, RawFrame) else read_raw(source)
     if engine is None:
-        engine = engine_for(frame.sensor, settings)
+        engine = engine_for(frame.sensor, settings, frame.camera)
     prepared = prepare_parsed(frame, given)
     return infer(prepared, engine, tile=settings.tile, progress=settings.progress, match_sensor=settings.match_sensor)
 
@@ -104,7 +105,7 @@ def enhance_file(
     plan = plan_file(src, output, wanted)
     frame = decode_raw(src)
     if engine is None:
-        engine = engine_for(frame.sensor, settings)
+        engine = engine_for(frame.sensor, settings, frame.camera)
     prepared = prepare_parsed(frame, given)
     del frame
     image = infer(

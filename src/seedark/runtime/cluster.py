@@ -40,6 +40,7 @@ import torch
 
 from seedark import config
 from seedark.errors import DeviceError, UsageError
+from seedark.io.metadata import CameraMetadata
 from seedark.models.cache import load_model
 from seedark.runtime.devices import auto_precision, precision_name
 from seedark.runtime.engine import Engine, EngineCache, EngineOptions
@@ -116,8 +117,8 @@ class WorkerContext:
     def __post_init__(self) -> None:
         self.engines = EngineCache(self.options)
 
-    def engine(self, sensor: str | None) -> Engine:
-        return self.engines.get(sensor)
+    def engine(self, sensor: str | None, camera: CameraMetadata | None = None) -> Engine:
+        return self.engines.get(sensor, camera)
 
     def check(self) -> None:
         if self.stopping.is_set():

@@ -21,11 +21,13 @@ import torch
 from seedark.errors import DeviceError, DeviceMemoryError, UnsupportedSensorError, UsageError
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
-from seedark.frames.sensormatch import camera_name, matched_input
+from seedark.frames.sensormatch import matched_input
+from seedark.io.metadata import CameraMetadata
 from seedark.io.pixels import apply_orientation, sample_dtype
-from seedark.models.cache import check_model, load_model
+from seedark.models.cache import check_model, load_model, user_model_for
 from seedark.models.registry import default_model_for, model_camera, trained_ratios
 from seedark.models.tfcheckpoint import check_weights_path
+from seedark.models.usermodels import UserModel, camera_label
 from seedark.models.weights import LoadedWeights, load_weights
 from seedark.progress import ByteProgress, ProgressFn
 from seedark.runtime.backends import OV_MIN_PIXELS, Backend, OpenVINOBackend, engine_conflict, select_backend
@@ -389,43 +391,65 @@ class Engine:
         return False
 
 
-def engine_for(sensor: str | None, options: EngineOptions) -> Engine:
+def _pick(
+    sensor: str | None, options: EngineOptions, camera: CameraMetadata | None
+) -> tuple[str | None, UserModel | None]:
+    """(the cached model ``options`` run, the record of your own model when it is one); the model
+    None: the default model, or weights given as such.
+
+    With neither weights nor a model: the model ``seedark finetune`` made for the file's
+    ``camera`` where there is one (seedark.models.cache.user_model_for), else the one made for
+    ``sensor``'s kind (sony, fuji)."""
+    if not options.picks_model or sensor is None:
+        return options.model, None
+    mine = user_model_for(camera.make, camera.model, sensor) if camera is not None else None
+    return (default_model_for(sensor), None) if mine is None else (mine.name, mine)
+
+
+def engine_for(sensor: str | None, options: EngineOptions, camera: CameraMetadata | None = None) -> Engine:
     """Prepare the network once, as ``options`` say; with neither weights nor a model, the
-    model made for ``sensor`` (None: the default model).
+    model made for the file's ``camera``, else for ``sensor``'s kind (None: the default model).
 
     The device and precision are resolved first, so a missing GPU is reported
     before anything is downloaded.
     """
+    return _engine(options, *_pick(sensor, options, camera))
+
+
+def _engine(options: EngineOptions, model: str | None, mine: UserModel | None) -> Engine:
     target = Target.resolve(options.device, options.precision)
     if isinstance(options.weights, LoadedWeights):
         loaded = options.weights
     elif options.weights is not None:
         loaded = load_weights(options.weights)
     else:
-        model = default_model_for(sensor) if options.picks_model and sensor is not None else options.model
         loaded = load_model(model, progress=options.download_progress)
+    if mine is not None:
+        log.info("using your model %s for the %s (from %s; --model overrides)", model, mine.camera, mine.base)
     engine = Engine.on(loaded, target, options.backend)
     log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
     return engine
 
 
 class EngineCache:
-    """One engine per sensor kind, each prepared on first use from the same options and kept:
-    what a batch and each cluster worker hold. The weights, when given as a path, are read
-    once for all of them."""
+    """One engine per model (the model of each sensor kind, and of each camera that has one of
+    its own), each prepared on first use from the same options and kept: what a batch and each
+    cluster worker hold. The weights, when given as a path, are read once for all of them."""
 
     def __init__(self, options: EngineOptions) -> None:
         self.options = options.with_weights_loaded()
-        self._engines: dict[str | None, Engine] = {}
+        self._engines: dict[tuple[str | None, str | None], Engine] = {}
 
     def __len__(self) -> int:
         return len(self._engines)
 
-    def get(self, sensor: str | None) -> Engine:
-        """The engine for ``sensor`` (None: the default model's), prepared now if it is the first."""
-        engine = self._engines.get(sensor)
+    def get(self, sensor: str | None, camera: CameraMetadata | None = None) -> Engine:
+        """The engine for a file of ``sensor``'s kind from ``camera`` (None: the default model's),
+        prepared now if it is the first for its model."""
+        key = (sensor, _pick(sensor, self.options, camera)[0])
+        engine = self._engines.get(key)
         if engine is None:
-            engine = self._engines[sensor] = engine_for(sensor, self.options)
+            engine = self._engines[key] = engine_for(sensor, self.options, camera)
         return engine
 
 
@@ -455,7 +479,7 @@ def matched_for(prepared: Prepared, engine: Engine) -> PackedFrame:
         prepared.packed,
         prepared.color_matrix,
         engine.camera,
-        camera=camera_name(cam.make, cam.model),
+        camera=camera_label(cam.make, cam.model),
         model_name=engine.camera.name if engine.camera is not None else str(engine.source),
         said=engine.said,
     )
