@@ -129,7 +129,7 @@ def test_output_without_extension_or_slash(shot: Path, tmp_path: Path, capsys: p
     code, out, err = run_cli(capsys, "enhance", shot, *ENGINE, "-o", tmp_path / "newdir")
     assert code == 2 and out == ""
     assert err.strip().endswith(
-        "cannot tell the output format from no extension; use .png, .tif/.tiff or .jpg/.jpeg "
+        "cannot tell the output format from no extension; use .png, .tif/.tiff, .jpg/.jpeg or .dng "
         "(or --format), or end it with / for a folder to create"
     )
     assert not (tmp_path / "newdir").exists()
@@ -175,7 +175,8 @@ def test_help_states_the_real_defaults(capsys: pytest.CaptureFixture[str]) -> No
     text = " ".join(out.split())
     assert code == 0
     assert "(default: from -o's file extension, else png)" in text
-    assert "(default: from the camera: sony for Bayer sensors, fuji for X-Trans)" in text
+    default = "(default: from the camera: your model for it from 'seedark finetune', else sony for Bayer sensors, fuji"
+    assert default in text
     assert "(default: sony)" not in text and "(default: png)" not in text
     for command in ("enhance", "batch", "info", "train"):
         _, out, _ = run_cli(capsys, command, "--help")

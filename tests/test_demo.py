@@ -218,12 +218,16 @@ def test_demo_end_to_end_downloads_the_official_model_once(
     assert official.routes[f"/sid/sony/{DATA_NAME}"].full_downloads() == 1
 
 
-def test_download_failure_writes_nothing(official: FaultyServer, tmp_path: Path) -> None:
+def test_download_failure_leaves_the_dark_frame_and_says_what_to_do(official: FaultyServer, tmp_path: Path) -> None:
     route = official.routes[f"/sid/sony/{DATA_NAME}"]
     route.fail_status, route.fail_times = 404, -1
-    with pytest.raises(DownloadError, match="HTTP 404"):
+    with pytest.raises(DownloadError, match="HTTP 404") as info:
         demo.run_demo(tmp_path / "out", backend="pytorch")
-    assert not (tmp_path / "out").exists()  # the model comes first: no dark frame, no folder without it
+    raw = tmp_path / "out" / "coffee_dark.dng"
+    assert list((tmp_path / "out").iterdir()) == [raw]  # a RAW file to try, nothing else
+    assert f"seedark enhance {raw}" in info.value.reason and "--overwrite" in info.value.reason
+    with rawpy.imread(str(raw)) as frame:
+        assert frame.raw_image_visible.shape == (400, 600)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from PIL import Image
 from helpers.cli import child_env, run_cli
 from helpers.rawgen import dark_dng
 from helpers.sid_layout import make_sid_dataset
+from helpers.tmpfs import tmpfs
 from seedark import _files
 from seedark.io.exifread import read_camera_metadata
 from seedark.io.xmp import MAX_XMP_DEPTH, clean_xmp, read_sidecar
@@ -597,17 +598,20 @@ def test_a_demo_ratio_below_one_is_a_usage_error(tmp_path: Path, capsys: pytest.
 def test_a_failed_demo_leaves_no_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Offline and without the model: the demo fails after making its folders, and removes them
-    (as ``enhance -o new/`` does); a folder that was there stays."""
+    """A demo that fails before its first file is written (here a real full disk: the dark DNG,
+    about 480 kB, does not fit a 64 kB tmpfs) removes the folders it made, as ``enhance -o new/``
+    does; a folder that was there stays. (Offline, the demo still writes its DNG: tests/test_first_run.py.)"""
     monkeypatch.setenv("SEEDARK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SEEDARK_OFFLINE", "1")
-    out = tmp_path / "new" / "deeper"
-    code, printed, err = run_cli(capsys, "demo", "-o", out)
-    assert code == 1 and printed == "" and err.startswith("seedark: error: ") and "offline" in err.lower()
-    assert not (tmp_path / "new").exists()
-    (tmp_path / "kept").mkdir()
-    code, _, _ = run_cli(capsys, "demo", "-o", tmp_path / "kept")
-    assert code == 1 and list((tmp_path / "kept").iterdir()) == []
+    with tmpfs(tmp_path / "disk", 64 << 10) as disk:
+        code, printed, err = run_cli(capsys, "demo", "-o", disk / "new" / "deeper")
+        assert (
+            code == 1 and printed == "" and err.startswith("seedark: error: ") and "No space left on device" in err
+        ), err
+        assert list(disk.iterdir()) == []
+        (disk / "kept").mkdir()
+        code, _, err = run_cli(capsys, "demo", "-o", disk / "kept")
+        assert code == 1 and "No space left on device" in err and list((disk / "kept").iterdir()) == []
 
 
 # --------------------------------------------------------------------------- 12. and 16. eval

@@ -8,17 +8,10 @@ show up glued to the bar's text.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
-import threading
-import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,8 +21,8 @@ import pytest
 from helpers.cli import child_env
 from helpers.httpserver import FaultyServer, block_internet, clean_environment, published_model
 from helpers.rawgen import dark_dngs
+from helpers.terminal import run_on_terminal, screen, terminal
 from helpers.tfwriter import write_sid_checkpoint
-from seedark.cli import main
 from seedark.cli.display import Progress, write_line
 from seedark.downloads import fetch
 from seedark.models.network import NetworkSpec
@@ -37,56 +30,6 @@ from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "tests" / "data" / "tf_sony_w4"
-ESCAPE = re.compile(r"(\r|\x1b\[[0-9;?]*[A-Za-z])")
-
-
-def screen(raw: bytes) -> list[str]:
-    """The lines a terminal shows for ``raw`` (written with no newline translation)."""
-    lines = []
-    for text in raw.decode("utf-8", errors="replace").split("\n"):
-        cells: list[str] = []
-        col = 0
-        for part in ESCAPE.split(text):
-            if part == "\r":
-                col = 0
-            elif part.startswith("\x1b["):
-                if part.endswith("K"):  # erase to the end of the line
-                    del cells[col:]
-            else:
-                for ch in part:
-                    cells[col : col + 1] = [ch]
-                    col += 1
-        lines.append("".join(cells).rstrip())
-    return [line for line in lines if line]
-
-
-@contextlib.contextmanager
-def terminal() -> Iterator[tuple[int, list[bytes]]]:
-    """A pseudo-terminal 150 columns wide: yields its slave fd and what was read from it so far."""
-    master, slave = pty.openpty()
-    tty.setraw(slave)  # no \n -> \r\n: the carriage returns read back are the program's own
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
-    got: list[bytes] = []
-
-    def drain() -> None:  # read as it comes, so a full terminal buffer never blocks the writer
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every writer has closed the slave side
-                return
-            if not data:
-                return
-            got.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        yield slave, got
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(slave)
-        reader.join(timeout=60)
-        os.close(master)
 
 
 def shots(folder: Path, rng: np.random.Generator, count: int) -> Path:
@@ -121,7 +64,8 @@ def test_log_lines_are_printed_above_the_batch_bar_not_on_it(tmp_path: Path, rng
     for i in range(3):
         assert sum(bool(re.fullmatch(rf"seedark: n{i}\.dng: auto ratio x[0-9.]+", line)) for line in lines) == 1, lines
         assert sum(line.startswith(f"converted n{i}.dng -> ") for line in lines) == 1, lines
-        assert lines.count(str(tmp_path / "out" / f"n{i}.png")) == 1, lines  # the path written, on stdout
+        # the path written is named once: by its result line, not again on stdout (the same terminal)
+        assert sum(str(tmp_path / "out" / f"n{i}.png") in line for line in lines) == 1, lines
     bars = [line for line in lines if line.startswith("batch:")]
     assert bars and re.match(r"batch: 100%\|[^|]*\| 3/3 \[", bars[-1]), lines
     assert all("seedark" not in bar for bar in bars), bars
@@ -161,16 +105,6 @@ def local_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FaultyS
     write_sid_checkpoint(ckpt / "model.ckpt", NetworkSpec(width=4), seed=7)
     index, data = (ckpt / INDEX_NAME).read_bytes(), (ckpt / DATA_NAME).read_bytes()
     yield published_model(monkeypatch, server, "tinytest", index, data, chunk_size=65536, chunk_delay=0.02)
-
-
-def run_on_terminal(*args: str) -> tuple[int, list[str]]:
-    """``seedark ARGS`` in this process, with stderr on a terminal; the exit code and the screen's lines."""
-    with terminal() as (slave, got), open(slave, "w", encoding="utf-8", closefd=False) as stderr:
-        with pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as info:
-            patch.setattr(sys, "stderr", stderr)
-            main(list(args))
-        stderr.flush()
-    return int(info.value.code or 0), screen(b"".join(got))
 
 
 def test_a_download_shows_its_bytes_and_speed_on_a_terminal(local_model: ModelRecord) -> None:

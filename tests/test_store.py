@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -12,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from helpers.httpserver import (
 )
 from helpers.registries import add_model, serve_drive_locally
 from helpers.tfwriter import write_checkpoint, write_sid_checkpoint
+from helpers.tmpfs import tmpfs
 from seedark.downloads import fetch
 from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import cache as store
@@ -375,20 +374,6 @@ def test_unusable_cache_folder_is_reported(
 # --------------------------------------------------------------------------- a real full disk
 
 DISK_FULL = "disk full: no space left to write the model (free some space, or set SEEDARK_HOME to another disk)"
-
-
-@contextlib.contextmanager
-def tmpfs(folder: Path, size: int) -> Iterator[Path]:
-    """A real file system of ``size`` bytes at ``folder`` (needs root; the test is skipped otherwise)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.decode(errors='replace').strip()}")
-    try:
-        yield folder
-    finally:
-        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 def everything(home: Path) -> list[str]:

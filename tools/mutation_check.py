@@ -137,6 +137,44 @@ MUTANTS = [
         "packed[..., c] = means[..., k] + change[..., k]",
         ("tests/test_sensor_match.py",),
     ),
+    # Issue 24: the linear DNG.
+    Mutant(
+        "dng-srgb-curve",
+        "the DNG undoes sRGB's power 1/2.4 instead of LibRaw's BT.709 curve (power 0.45)",
+        "POWER = 0.45",
+        "POWER = 1 / 2.4",
+        ("tests/test_dng_output.py",),
+    ),
+    Mutant(
+        "dng-matrix-transposed",
+        "ColorMatrix1 is XYZ -> sRGB transposed",
+        "m = np.linalg.inv(SRGB_TO_XYZ)",
+        "m = np.linalg.inv(SRGB_TO_XYZ).T",
+        ("tests/test_dng_output.py",),
+    ),
+    # Calibration and fine-tuning (issue 22).
+    Mutant(
+        "gain-variance-not-halved",
+        "photon transfer takes the whole variance of a pair's difference (two frames' noise) for one frame's",
+        "variance = float(np.square(diff).mean() * w / (w - 1) / 2.0)",
+        "variance = float(np.square(diff).mean() * w / (w - 1))",
+        ("tests/test_calibrate.py",),
+    ),
+    Mutant(
+        "row-noise-read-share-kept",
+        "the row noise keeps the read noise's share in each row's mean",
+        "variance = float(np.mean([d.row_var for d in darks]) - share)",
+        "variance = float(np.mean([d.row_var for d in darks]))",
+        ("tests/test_calibrate.py",),
+    ),
+    Mutant(
+        "finetune-match-after-amplification",
+        "fine-tuning matches the colours after amplification (enhance matches them before): clipped highlights mapped",
+        "        match_colours(packed, match, sub.sensor)\n    inp = amplify(packed, ratio)",
+        "        inp = match_colours(amplify(packed, ratio), match, sub.sensor)\n"
+        "    else:\n        inp = amplify(packed, ratio)",
+        ("tests/test_finetune.py",),
+    ),
 ]
 
 

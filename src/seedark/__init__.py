@@ -3,7 +3,8 @@
 The names below are imported lazily, so ``import seedark`` (and ``seedark --help``)
 stays fast; torch and rawpy load on first use. Training and evaluation live in
 ``seedark.training`` (``seedark.training.loop.train``,
-``seedark.training.evaluate.evaluate``).
+``seedark.training.evaluate.evaluate``); ``calibrate`` and ``finetune`` make a model
+of your own camera (``seedark calibrate``, ``seedark finetune``).
 """
 
 from __future__ import annotations
@@ -41,17 +42,21 @@ _EXPORTS = {
     "DownloadError": "errors",
     "DatasetError": "errors",
     "TrainingError": "errors",
+    "CalibrationError": "errors",
     "run_batch": "pipeline.batch",
     "run_demo": "pipeline.demo",
     "describe": "pipeline.info",
     "raw_info": "pipeline.info",
     "TrainConfig": "training.config",
+    "calibrate": "training.calibrate",
+    "finetune": "training.finetune",
     "load_model": "models.cache",
     "download_model": "models.cache",
     "import_model": "models.cache",
 }
 
 __all__ = [
+    "CalibrationError",
     "DatasetError",
     "DeviceError",
     "DeviceMemoryError",
@@ -71,10 +76,12 @@ __all__ = [
     "WeightsError",
     "__version__",
     "amplify",
+    "calibrate",
     "describe",
     "download_model",
     "enhance",
     "enhance_file",
+    "finetune",
     "import_model",
     "load_engine",
     "load_model",
@@ -92,6 +99,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from seedark.errors import (
+        CalibrationError,
         DatasetError,
         DeviceError,
         DeviceMemoryError,
@@ -118,7 +126,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from seedark.pipeline.info import describe, raw_info
     from seedark.pipeline.output import plan_output
     from seedark.runtime.engine import Engine, load_engine
+    from seedark.training.calibrate import calibrate
     from seedark.training.config import TrainConfig
+    from seedark.training.finetune import finetune
 
 
 def __getattr__(name: str) -> Any:

@@ -75,3 +75,7 @@ class DatasetError(SeedarkError):
 
 class TrainingError(SeedarkError):
     """A training run that cannot start or continue (bad checkpoint, mismatched settings...)."""
+
+
+class CalibrationError(SeedarkError):
+    """Calibration frames that cannot give a noise profile (too few, mixed cameras, saturated...)."""

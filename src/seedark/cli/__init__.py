@@ -13,7 +13,7 @@ import sys
 import click
 
 from seedark._version import __version__
-from seedark.cli import demo, images, models, signals, training
+from seedark.cli import camera, demo, images, models, signals, training
 from seedark.cli.display import bars_closed, safe, setup_logging
 from seedark.cli.options import QUIET_HELP, VERBOSE_HELP
 from seedark.errors import SeedarkError
@@ -39,6 +39,8 @@ for command in (
     models.models,
     training.eval_command,
     training.train_command,
+    camera.calibrate_command,
+    camera.finetune_command,
 ):
     cli.add_command(command)
 

@@ -48,10 +48,34 @@ def open_bar(**options: Any) -> Any:
     tqdm is imported here, not with the module: ``seedark --help`` must not pay for it."""
     from tqdm import tqdm
 
-    bar = tqdm(file=sys.stderr, disable=None, dynamic_ncols=True, **options)
+    bar = tqdm(file=sys.stderr, disable=None, **_size(), **options)
     if not bar.disable:
         _bars.append(bar)
     return bar
+
+
+def _size() -> dict[str, Any]:
+    """How large a bar is drawn: as wide as the terminal, following it as it is resized. A terminal
+    that says it has no columns or no rows (some consoles and containers do) would leave tqdm no room,
+    so it would draw nothing at all: then the size is fixed, without the bar itself where there are no
+    columns (the counts, rate and ETA only) and with tqdm's 20 rows where there are no rows."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # not a terminal: the bar is disabled anyway
+        return {"dynamic_ncols": True}
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": max(size.columns, 0), "nrows": size.lines if size.lines > 0 else 20}
+
+
+def same_terminal() -> bool:
+    """Whether stdout and stderr are one terminal, as in a shell without redirection: a line on
+    stderr that names a file is then already in front of the person stdout would tell again."""
+    try:
+        out, err = sys.stdout.fileno(), sys.stderr.fileno()
+        return os.isatty(out) and os.isatty(err) and os.path.samestat(os.fstat(out), os.fstat(err))
+    except (OSError, ValueError, AttributeError):  # a stream without a descriptor (a test's capture)
+        return False
 
 
 def close_bar(bar: Any) -> None:

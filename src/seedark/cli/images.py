@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from seedark.cli import signals
-from seedark.cli.display import BatchDisplay, Progress, print_path, safe
+from seedark.cli.display import BatchDisplay, Progress, print_path, safe, same_terminal
 from seedark.cli.options import cluster_options, engine_options, output_options, verbosity_options
 from seedark.errors import SeedarkError
 
@@ -86,12 +86,15 @@ def batch(
     from seedark.pipeline.batch import run_batch
 
     quiet = ctx.obj["quiet"]
+    # each converted file is named once: by the progress line, or on stdout when that line is not
+    # on the same terminal (a pipe, a file, --quiet)
+    paths = not as_json and (quiet or not same_terminal())
     report = run_batch(
         inputs,
         outdir,
         recursive=recursive,
         **options,
-        on_event=_with_stdout(shown := BatchDisplay(quiet), as_json=as_json, json_lines=json_lines),
+        on_event=_with_stdout(shown := BatchDisplay(quiet), paths=paths, json_lines=json_lines),
         download_progress=_download_progress(quiet),
     )
     shown.close()  # an interrupted batch leaves its bar short of the end: the summary goes below it
@@ -105,19 +108,19 @@ def batch(
     for source, reason in report.failed:
         err.write(f"seedark: failed: {safe(source)}: {safe(reason)}\n")
     if report.ignored:
-        log.info("ignored %d file(s) without a RAW extension", len(report.ignored))
+        log.info("ignored %d file(s) without a RAW extension or made by seedark", len(report.ignored))
     ctx.exit(signals.exit_code() if report.interrupted else 0 if report.ok else 1)
 
 
-def _with_stdout(display: Callable[[Any], None], *, as_json: bool, json_lines: bool) -> Callable[[Any], None]:
-    """The batch's events to the progress display (stderr) and to stdout: each written path,
-    a JSON line per file with --json-lines, nothing until the summary with --json."""
+def _with_stdout(display: Callable[[Any], None], *, paths: bool, json_lines: bool) -> Callable[[Any], None]:
+    """The batch's events to the progress display (stderr) and to stdout: each written path
+    (``paths``), a JSON line per file with --json-lines, nothing until the summary with --json."""
 
     def on_event(event: Any) -> None:
         display(event)
         if json_lines:
             click.echo(json.dumps(_event_json(event)))
-        elif event.kind == "converted" and not as_json:
+        elif event.kind == "converted" and paths:
             print_path(event.output)
 
     return on_event

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from seedark.cli.display import Progress, human
 from seedark.cli.options import verbosity_options
 from seedark.errors import SeedarkError
+
+if TYPE_CHECKING:
+    from seedark.models.usermodels import UserModel
 
 
 @click.group()
@@ -28,7 +32,7 @@ def models_list(as_json: bool) -> None:
     rows = list_models()
     if as_json:
         fields = ("name", "description", "cached", "size", "path", "imported", "verified", "download_size")
-        found = [{f: getattr(row, f) for f in fields} for row in rows]
+        found = [{f: getattr(row, f) for f in fields} | _yours(row.user) for row in rows]
         click.echo(json.dumps([{**d, "path": None if d["path"] is None else str(d["path"])} for d in found], indent=2))
         return
     click.echo(f"{'name':<12} {'cached':<7} {'size':>9}  {'path / download':<40} description")
@@ -38,7 +42,24 @@ def models_list(as_json: bool) -> None:
         else:
             size = "-"
             where = f"not cached ({human(row.download_size, 'B')} download)" if row.download_size else "not cached"
-        click.echo(f"{row.name:<12} {'yes' if row.cached else 'no':<7} {size:>9}  {where:<40} {row.description}")
+        described = row.description if row.user is None else _run_line(row.user)
+        click.echo(f"{row.name:<12} {'yes' if row.cached else 'no':<7} {size:>9}  {where:<40} {described}")
+
+
+def _yours(user: UserModel | None) -> dict[str, Any]:
+    """The JSON fields of a model `seedark finetune` made (none for the others)."""
+    if user is None:
+        return {}
+    return {"camera": user.camera, "base": user.base, "profile": user.profile, "training": user.summary}
+
+
+def _run_line(user: UserModel) -> str:
+    """A fine-tuned model's description: its camera, base, profile and run."""
+    run = user.summary
+    loss = f", loss {run['loss']:.4f}" if isinstance(run.get("loss"), float) else ""
+    steps = f"{run.get('steps', '?')} steps on {run.get('photos', '?')} photos"
+    pairs = f" and {run['pairs']} real pairs" if run.get("pairs") else ""
+    return f"for the {user.camera}, from {user.base} ({steps}{pairs}{loss}; profile {user.profile})"
 
 
 @models.command("download")

@@ -70,8 +70,8 @@ def engine_options(f: Any) -> Any:
         ),
         click.option(
             "--model",
-            help="Cached model name (default: from the camera: sony for Bayer sensors, fuji for X-Trans). "
-            "See 'seedark models list'.",
+            help="Cached model name (default: from the camera: your model for it from 'seedark finetune', "
+            "else sony for Bayer sensors, fuji for X-Trans). See 'seedark models list'.",
         ),
         click.option(
             "--device",
@@ -133,14 +133,17 @@ def output_options(f: Any) -> Any:
             "--format",
             "fmt",
             type=click.Choice(FORMATS),
-            help="Output format (default: from -o's file extension, else png).",
+            help="Output format (default: from -o's file extension, else png). dng: 16-bit linear DNG for "
+            "raw editors (docs/dng.md).",
         ),
         click.option(
             "--suffix",
             default="",
             help="Added to the input's name for the output's: --suffix _sid gives DSC0001_sid.png (default: none).",
         ),
-        click.option("--bits", type=int, help="Bits per sample for PNG/TIFF: 8 or 16 (default: 8 PNG, 16 TIFF)."),
+        click.option(
+            "--bits", type=int, help="Bits per sample for PNG/TIFF: 8 or 16 (default: 8 PNG, 16 TIFF; DNG: 16 only)."
+        ),
         click.option("--quality", type=int, help="JPEG quality, 1-100 (default: 95). JPEG only."),
         click.option(
             "--compression",

@@ -8,7 +8,7 @@ import os
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from seedark.cli.display import Progress
 from seedark.cli.options import cluster_options, engine_options, find_list, verbosity_options
 from seedark.synthesis.noiseprofile import NoiseProfile, load_profile
 from seedark.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from seedark.training.loop import TrainStatus
 
 log = logging.getLogger("seedark")
 
@@ -185,22 +188,29 @@ def _config(values: dict[str, Any]) -> TrainConfig:
 @click.pass_context
 def train_command(ctx: click.Context, **options: Any) -> None:
     """Train the SID network (the paper's recipe by default); run under torchrun for several GPUs or nodes."""
-
-    from seedark.training.loop import TrainStatus, train
+    from seedark.training.loop import train
 
     rank = int(os.environ.get("RANK", "0") or 0)
     if rank != 0:  # one voice per job: the other ranks only report problems
         log.setLevel(logging.WARNING)
     quiet = ctx.obj["quiet"] or rank != 0
     config = _config(options)
+    on_step, cache_bar = training_progress(quiet)
+    result = train(config, progress=on_step, cache_progress=cache_bar)
+    if rank == 0 and result.model is not None:
+        click.echo(str(result.model))
+
+
+def training_progress(quiet: bool) -> tuple[Callable[[TrainStatus], None] | None, Progress | None]:
+    """The callbacks that draw a training run: a bar of steps (epoch, loss, ETA) and one of the
+    ground truth decoded into the cache; none with --quiet."""
+    if quiet:
+        return None, None
     bar = Progress("training", " steps", delay=0)
-    cache_bar = Progress("decoding ground truth", " files")
 
     def on_step(status: TrainStatus) -> None:
         bar.label = f"epoch {status.epoch}/{status.epochs}"
         bar.postfix = f"loss {status.epoch_loss:.4f}"
         bar(status.step, status.total_steps)
 
-    result = train(config, progress=None if quiet else on_step, cache_progress=None if quiet else cache_bar)
-    if rank == 0 and result.model is not None:
-        click.echo(str(result.model))
+    return on_step, Progress("decoding ground truth", " files")

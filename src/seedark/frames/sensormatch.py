@@ -130,13 +130,6 @@ def matched_input(
     return packed.matched(transform)
 
 
-def camera_name(make: str | None, model: str | None) -> str:
-    """A camera as its make and model name it ("Canon Canon EOS R6" made "Canon EOS R6")."""
-    if make and model and model.lower().startswith(make.lower()):
-        return model
-    return " ".join(x for x in (make, model) if x) or "this camera"
-
-
 def format_transform(transform: np.ndarray | Sequence[Sequence[float]]) -> str:
     """T as text: rows of three numbers."""
     return "[" + "; ".join(" ".join(f"{v:.4f}" for v in row) for row in np.asarray(transform)) + "]"
@@ -147,7 +140,6 @@ __all__ = [
     "IDENTITY_TOLERANCE",
     "CameraMatrix",
     "Matchable",
-    "camera_name",
     "format_transform",
     "match_colours",
     "matched_input",

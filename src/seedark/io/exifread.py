@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -434,3 +435,21 @@ def read_open_metadata(fh: BinaryIO, path: str | os.PathLike[str]) -> CameraMeta
         # A safety net only (the parser bounds-checks everything): metadata is optional,
         # and a parser bug must not abort a conversion.
         return CameraMetadata()
+
+
+def read_ifd0_text(path: str | os.PathLike[str], tag: int) -> str | None:
+    """The text of one ASCII tag of a TIFF-based file's first IFD (a DNG's UniqueCameraModel),
+    None when the file has none or cannot be read. Reads the header and that IFD only."""
+    try:
+        # not blocking on a FIFO named like a RAW file, and reading nothing but a regular file
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as fh:
+            st = os.fstat(fd)
+            tiff = _open_tiff(_Reader(fh, 0, st.st_size)) if stat.S_ISREG(st.st_mode) else None
+            if tiff is None:
+                return None
+            first = tiff.r.read(4, 4)
+            entries, _ = tiff.read_ifd(tiff.u32(first)) if first is not None else ({}, 0)
+            return tiff.string(entries.get(tag))
+    except (OSError, struct.error):
+        return None

@@ -30,6 +30,8 @@ FORMAT_TABLE: dict[str, OutputFormat] = {
     "png": OutputFormat((".png",), (8, 16)),
     "tiff": OutputFormat((".tif", ".tiff"), (16, 8)),
     "jpeg": OutputFormat((".jpg", ".jpeg"), (8,)),
+    # linear light for raw editors (seedark.io.linear_dng, docs/dng.md)
+    "dng": OutputFormat((".dng",), (16,)),
 }
 FORMATS = tuple(FORMAT_TABLE)
 #: What ``seedark enhance`` and ``batch`` write without ``--format`` or a file name saying otherwise.
@@ -49,7 +51,7 @@ def _listing(items: list[str]) -> str:
 
 
 def _canonical(fmt: str) -> str:
-    """'png', 'tiff' or 'jpeg' for a format name or alias (``tif``, ``jpg``, any case)."""
+    """'png', 'tiff', 'jpeg' or 'dng' for a format name or alias (``tif``, ``jpg``, any case)."""
     wanted = _ALIASES.get(fmt.lower())
     if wanted is None:
         raise UsageError(f"unknown output format {fmt!r}; use {_listing(list(FORMATS))}")
@@ -57,7 +59,7 @@ def _canonical(fmt: str) -> str:
 
 
 def format_from_path(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The output format ('png', 'tiff' or 'jpeg') for ``path`` and an optional ``fmt``.
+    """The output format ('png', 'tiff', 'jpeg' or 'dng') for ``path`` and an optional ``fmt``.
 
     An explicit ``fmt`` wins for paths without a known image extension; when both are
     given and disagree (``out.png`` with ``--format jpeg``) that is a UsageError.
@@ -81,7 +83,7 @@ def format_from_path(path: str | os.PathLike[str], fmt: str | None = None) -> st
 
 
 def default_extension(fmt: str) -> str:
-    """The file extension seedark gives new files of format ``fmt`` ('.png', '.tif', '.jpg')."""
+    """The file extension seedark gives new files of format ``fmt`` ('.png', '.tif', '.jpg', '.dng')."""
     return FORMAT_TABLE[_canonical(fmt)].extensions[0]
 
 
@@ -94,6 +96,19 @@ class OutputSettings:
     bits: int
     quality: int = DEFAULT_JPEG_QUALITY  # JPEG only
     compression: str = DEFAULT_COMPRESSION  # TIFF only
+
+    @property
+    def network_bits(self) -> int | None:
+        """The depth the network's output is quantised to as it is made: None (float) for a DNG,
+        whose linear samples are computed from the float output, not from gamma-encoded samples."""
+        return None if self.fmt == "dng" else self.bits
+
+
+#: Why --compression is not for a format (the PNG reason is also what JPEG has always been told).
+_NO_COMPRESSION_CHOICE = {
+    "png": "PNG is always compressed",
+    "dng": "a DNG is written uncompressed: LibRaw reads compressed ones only when they hold floats",
+}
 
 
 def _check_bits(fmt: str, bits: int) -> None:
@@ -112,10 +127,10 @@ def _check_bits(fmt: str, bits: int) -> None:
 def check_output_settings(
     fmt: str, bits: int | None = None, quality: int | None = None, compression: str | None = None
 ) -> OutputSettings:
-    """The one copy of the rules on formats and depths: ``fmt`` is png, tiff or jpeg (or an
-    alias), ``bits`` 8 or 16 (None: 16 for TIFF, else 8), JPEG holds 8 bits only, its
-    ``quality`` is in 1..100 (None: 95) and given for JPEG only, ``compression``
-    (deflate or none; None: deflate) for TIFF only."""
+    """The one copy of the rules on formats and depths: ``fmt`` is png, tiff, jpeg or dng (or
+    an alias), ``bits`` 8 or 16 (None: 16 for TIFF and DNG, else 8), JPEG holds 8 bits only,
+    a DNG 16 only, JPEG's ``quality`` is in 1..100 (None: 95) and given for JPEG only,
+    ``compression`` (deflate or none; None: deflate) for TIFF only."""
     fmt = _canonical(fmt)
     if bits is None:
         bits = FORMAT_TABLE[fmt].bits[0]
@@ -125,7 +140,8 @@ def check_output_settings(
     if quality is not None and not 1 <= quality <= 100:
         raise UsageError(f"JPEG quality must be in 1..100, not {quality}")
     if compression is not None and fmt != "tiff":
-        raise UsageError(f"--compression is for TIFF only, not {fmt.upper()} (PNG is always compressed)")
+        why = _NO_COMPRESSION_CHOICE.get(fmt, _NO_COMPRESSION_CHOICE["png"])
+        raise UsageError(f"--compression is for TIFF only, not {fmt.upper()} ({why})")
     if compression is not None and compression not in TIFF_COMPRESSIONS:
         raise UsageError(f"unknown TIFF compression {compression!r}; use {_listing(list(TIFF_COMPRESSIONS))}")
     return OutputSettings(

@@ -1,4 +1,4 @@
-"""Writing the final sRGB image: the sRGB profile, the TIFF and JPEG encoders, publishing.
+"""Writing the final sRGB image: the sRGB profile, the TIFF, JPEG and DNG encoders, publishing.
 
 The formats and the rules on them are :mod:`seedark.io.formats`; the PNG encoder is
 :mod:`seedark.io.png`.
@@ -29,6 +29,7 @@ from seedark._parallel import ordered_parallel
 from seedark.errors import OutputError
 from seedark.io.exifwrite import add_camera_tags, build_exif
 from seedark.io.formats import DEFAULT_COMPRESSION, OutputSettings, check_output_settings
+from seedark.io.linear_dng import linear_dng_ifd, linear_samples
 from seedark.io.metadata import TAG_XMP, CameraMetadata
 from seedark.io.pixels import samples
 from seedark.io.png import encode_png
@@ -142,13 +143,29 @@ def _encode_tiff(
             ready(min(h, starts[i] + rows_per_strip))
         return _tiff_strip(q[starts[i] : starts[i] + rows_per_strip], sample, deflate)
 
+    offsets, counts, pos = _stream_strips(fh, job, len(starts), "image too large for TIFF (over 4 GB); use PNG")
+    ifd = _tiff_ifd(q, rows_per_strip, compression)
+    ifd.undefined(34675, icc)  # InterColorProfile
+    # No PixelX/YDimension: EXIF keeps them for compressed images; a TIFF's size is its ImageWidth/ImageLength.
+    add_camera_tags(ifd, metadata, software)
+    if metadata is not None and metadata.xmp:
+        ifd.byte(TAG_XMP, metadata.xmp)  # type BYTE, as the XMP specification says
+    _finish_tiff(fh, ifd, offsets, counts, pos)
+
+
+def _stream_strips(
+    fh: BinaryIO, job: Callable[[int], Buffer], count: int, too_large: str
+) -> tuple[list[int], list[int], int]:
+    """A TIFF header, then strips ``job(0) .. job(count-1)`` (made on worker threads) as they come:
+    their offsets, their byte counts and where the directory goes. OutputError(``too_large``)
+    once the data passes 4 GB."""
     fh.write(tiff_header("<", 0))  # IFD0's offset is patched in once the strips are out
     pos = 8
     offsets: list[int] = []
     counts: list[int] = []
-    for strip in ordered_parallel(job, len(starts)):
+    for strip in ordered_parallel(job, count):
         if pos > MAX_TIFF_SIZE:
-            raise OutputError("image too large for TIFF (over 4 GB); use PNG")
+            raise OutputError(too_large)
         fh.write(strip)
         offsets.append(pos)
         counts.append(memoryview(strip).nbytes)
@@ -156,20 +173,36 @@ def _encode_tiff(
     if pos & 1:  # the directory starts on a word boundary
         fh.write(b"\0")
         pos += 1
-    ifd = _tiff_ifd(q, rows_per_strip, compression)
+    return offsets, counts, pos
+
+
+def _finish_tiff(fh: BinaryIO, ifd: Ifd, offsets: list[int], counts: list[int], pos: int) -> None:
+    """The directory after the strips (:func:`_stream_strips`), and the header pointed at it."""
     ifd.long(273, offsets)  # StripOffsets
     ifd.long(279, counts)  # StripByteCounts
-    ifd.undefined(34675, icc)  # InterColorProfile
-    # No PixelX/YDimension: EXIF keeps them for compressed images; a TIFF's size is its ImageWidth/ImageLength.
-    add_camera_tags(ifd, metadata, software)
-    if metadata is not None and metadata.xmp:
-        ifd.byte(TAG_XMP, metadata.xmp)  # type BYTE, as the XMP specification says
     try:
         fh.write(ifd_at(ifd, pos))
     except ValueError as err:
         raise OutputError(str(err)) from err
     fh.seek(4)
     fh.write(struct.pack("<I", pos))
+
+
+# --------------------------------------------------------------------------- DNG
+
+
+def _encode_dng(fh: BinaryIO, rgb: np.ndarray, metadata: CameraMetadata | None, software: str) -> None:
+    """A linear DNG (:mod:`seedark.io.linear_dng`) of a float (or 16-bit) image: each strip's
+    samples are made linear on a worker thread, as the TIFF's are compressed."""
+    h, w, _ = rgb.shape
+    rows_per_strip = max(1, min(h, _TIFF_STRIP_BYTES // (w * 6)))
+    starts = range(0, h, rows_per_strip)
+
+    def job(i: int) -> Buffer:
+        return linear_samples(rgb[starts[i] : starts[i] + rows_per_strip]).reshape(-1).view(np.uint8).data
+
+    offsets, counts, pos = _stream_strips(fh, job, len(starts), "image too large for a DNG (over 4 GB); use PNG")
+    _finish_tiff(fh, linear_dng_ifd(w, h, rows_per_strip, metadata, software), offsets, counts, pos)
 
 
 # --------------------------------------------------------------------------- JPEG
@@ -271,11 +304,13 @@ def write_image(
     quality: int | None = None,
     compression: str | None = None,
 ) -> Path:
-    """Write an HxWx3 image as a PNG, TIFF or JPEG file, atomically.
+    """Write an HxWx3 image as a PNG, TIFF, JPEG or DNG file, atomically.
 
     A float image in [0, 1] is clipped and quantised to ``bits`` (8 or 16; JPEG only
     8) with round-half-up (:func:`quantise`); a uint8/uint16 image of ``bits`` bits
-    (quantised earlier, e.g. tile by tile by ``Engine.run``) is written as is.
+    (quantised earlier, e.g. tile by tile by ``Engine.run``) is written as is. A DNG
+    (16 bits) holds the image in linear light (:mod:`seedark.io.linear_dng`): give it
+    the float image, so that its shadows are not made from 16-bit gamma-encoded samples.
     ``quality``: JPEG only, 1..100 (default 95). ``compression``: TIFF only, "deflate"
     (default: lossless, with the horizontal predictor) or "none". The file is tagged
     with an sRGB ICC profile and EXIF built from ``metadata``. It appears
@@ -299,6 +334,8 @@ def _check_size(final: Path, rgb: np.ndarray, settings: OutputSettings) -> None:
         raise OutputError("image too large for PNG", final)
     if settings.fmt == "tiff" and _tiff_size_estimate(h, w, settings.bits) > MAX_TIFF_SIZE:
         raise OutputError("image too large for TIFF (over 4 GB); use PNG", final)
+    if settings.fmt == "dng" and _tiff_size_estimate(h, w, 16) > MAX_TIFF_SIZE:
+        raise OutputError("image too large for a DNG (over 4 GB); use PNG", final)
 
 
 def save_image(
@@ -326,20 +363,11 @@ def save_image(
     if not destination_checked:
         # Fail before the expensive work when the result could not be published anyway.
         check_destination(final, overwrite=overwrite)
-    icc = srgb_icc_profile()
-    if ready is not None and (settings.fmt == "jpeg" or np.issubdtype(rgb.dtype, np.floating)):
+    if ready is not None and (settings.fmt in ("jpeg", "dng") or np.issubdtype(rgb.dtype, np.floating)):
         ready(rgb.shape[0])  # encoded in one piece
-    q = samples(rgb, settings.bits)
     try:
         with atomic_output(final, overwrite=overwrite) as fh:
-            size = (q.shape[1], q.shape[0])
-            xmp = metadata.xmp if metadata is not None else None
-            if settings.fmt == "png":
-                encode_png(fh, q, icc, build_exif(metadata, software, size=size), xmp, ready)
-            elif settings.fmt == "tiff":
-                _encode_tiff(fh, q, icc, metadata, software, settings.compression, ready)
-            else:
-                _encode_jpeg(fh, q, icc, build_exif(metadata, software, size=size, jpeg=True), settings.quality, xmp)
+            _encode(fh, rgb, settings, metadata, software, ready)
             late = times_ns is not None and not _set_times(fh, times_ns)
         if late and times_ns is not None:
             os.utime(final, ns=times_ns)
@@ -352,3 +380,28 @@ def save_image(
             raise OutputError(exc.reason, final) from exc
         raise
     return final
+
+
+def _encode(
+    fh: BinaryIO,
+    rgb: np.ndarray,
+    settings: OutputSettings,
+    metadata: CameraMetadata | None,
+    software: str,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """The file's bytes in ``settings.fmt``: a DNG from the image as it is (float, made linear),
+    the others from its ``settings.bits``-bit samples (PNG and TIFF rows as ``ready`` says they are final)."""
+    if settings.fmt == "dng":
+        _encode_dng(fh, rgb, metadata, software)
+        return
+    icc = srgb_icc_profile()
+    q = samples(rgb, settings.bits)
+    size = (q.shape[1], q.shape[0])
+    xmp = metadata.xmp if metadata is not None else None
+    if settings.fmt == "png":
+        encode_png(fh, q, icc, build_exif(metadata, software, size=size), xmp, ready)
+    elif settings.fmt == "tiff":
+        _encode_tiff(fh, q, icc, metadata, software, settings.compression, ready)
+    else:
+        _encode_jpeg(fh, q, icc, build_exif(metadata, software, size=size, jpeg=True), settings.quality, xmp)

@@ -13,6 +13,9 @@ folder for ``seedark``)::
         provenance.json         where they came from, the pins, and their sha256
         download/               only while a download is incomplete (index + *.part)
       mine/                     an imported model, same shape
+      nikon-d850/               a model `seedark finetune` made, same shape
+      user-models.json          the table of those (seedark.models.usermodels)
+      user-models.lock          file lock: one process at a time writes the table
 
 What is kept: only the converted safetensors and its provenance record. The
 official TF files are deleted once converted: two thirds of the 87 MB data file
@@ -56,18 +59,22 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
+
 from seedark._files import fsync_path, hash_file, publish, temp_file
 from seedark.config import cache_dir, cache_write_reason, offline
 from seedark.errors import DownloadError, SeedarkError, UsageError, WeightsError
-from seedark.models import official, registry
+from seedark.models import official, registry, usermodels
 from seedark.models.registry import DEFAULT_MODEL, ModelRecord
+from seedark.models.usermodels import UserModel
 from seedark.models.weightsfile import WeightsFile, file_identity, located
 from seedark.progress import ByteProgress
 
@@ -240,22 +247,14 @@ def _provenance(name: str, origin: dict[str, Any], weights: LoadedWeights, weigh
 
 @contextlib.contextmanager
 def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
-    from filelock import FileLock  # only what writes the cache needs it
-    from filelock import Timeout as LockTimeout
-
     try:
         files.lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise error(cache_write_reason(exc), files.lock.parent) from exc
     lock = FileLock(files.lock)
     try:
-        try:
-            lock.acquire(timeout=0)
-        except LockTimeout:
-            log.info(
-                "another seedark process is working on the %s model; waiting for it (lock %s)", files.name, files.lock
-            )
-            lock.acquire(timeout=LOCK_TIMEOUT)
+        while not _acquire(lock, files):  # the lock file was removed (models remove) while we waited
+            lock.release()
     except LockTimeout:
         raise error(
             f"gave up after {LOCK_TIMEOUT:.0f} s waiting for another seedark process working on this model", files.lock
@@ -266,6 +265,24 @@ def _locked(files: ModelFiles, error: type[SeedarkError]) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _acquire(lock: FileLock, files: ModelFiles) -> bool:
+    """Take the model's lock, waiting for another process if need be. False when what was locked is
+    no longer the lock file: :func:`remove_model` deletes it under the lock, and a process that opened
+    it before then holds a lock nobody else will ever ask for (filelock 4 checks this itself, 3 not)."""
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout:
+        log.info("another seedark process is working on the %s model; waiting for it (lock %s)", files.name, files.lock)
+        lock.acquire(timeout=LOCK_TIMEOUT)
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if fd is None:  # a filelock that does not say (Windows deletes the file itself when it is free)
+        return True
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(files.lock))
+    except FileNotFoundError:
+        return False
 
 
 def _install(files: ModelFiles, weights: LoadedWeights, origin: dict[str, Any], error: type[SeedarkError]) -> Path:
@@ -322,6 +339,7 @@ class ModelStatus:
     imported: bool
     verified: bool | None = None  # None when not cached
     download_size: int | None = None  # what a download fetches (registry models)
+    user: UserModel | None = None  # a model `seedark finetune` made: its camera, base, profile, run
 
 
 def list_models() -> list[ModelStatus]:
@@ -329,10 +347,11 @@ def list_models() -> list[ModelStatus]:
     rows: list[ModelStatus] = []
     for name, record in registry.MODELS.items():
         rows.append(_status(name, record.description, record.download_size))
+    users = {r.name: r for r in usermodels.read_table(user_table())}
     for name in _imported_names():
         prov = read_provenance(name) or {}
         description = str(prov.get("description") or f"imported from {prov.get('original_path', '?')}")
-        rows.append(_status(name, description, None))
+        rows.append(replace(_status(name, description, None), user=users.get(name)))
     return rows
 
 
@@ -521,8 +540,66 @@ def remove_model(name: str) -> bool:
             return False
         except OSError as exc:
             raise WeightsError(cache_write_reason(exc), files.dir) from exc
+        finally:
+            # Nothing of the model stays behind, its lock file neither: removed while held, so a
+            # process waiting on it takes a fresh one (see _acquire).
+            with contextlib.suppress(OSError):
+                files.lock.unlink()
+    if user_table().is_file():
+        _update_table(lambda records: [r for r in records if r.name != name])
     log.info("removed the %s model from %s", name, files.dir)
     return True
+
+
+# --------------------------------------------------------------------------- your own models
+
+
+def user_table() -> Path:
+    """The table of the models ``seedark finetune`` made (seedark.models.usermodels)."""
+    return models_dir() / usermodels.TABLE_NAME
+
+
+def _update_table(change: Callable[[list[UserModel]], list[UserModel]]) -> None:
+    """Rewrite the table through ``change``, holding its lock; nothing is written when nothing changes."""
+    path = user_table()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path.with_suffix(".lock"), timeout=LOCK_TIMEOUT):
+            records = usermodels.read_table(path)
+            changed = change(records)
+            if changed != records:
+                usermodels.write_table(path, changed)
+    except (OSError, LockTimeout) as exc:
+        reason = cache_write_reason(exc) if isinstance(exc, OSError) else "another process holds the table's lock"
+        raise WeightsError(reason, path) from exc
+
+
+def user_model_for(make: str | None, model: str | None, packing: str) -> UserModel | None:
+    """The newest model ``seedark finetune`` made for this camera and sensor kind whose weights
+    are in the cache, or None. Reads the table on every call (it is small), hashes nothing."""
+    record = usermodels.for_camera(usermodels.read_table(user_table()), make, model, packing)
+    if record is None or not model_files(record.name).provenance.is_file():
+        return None
+    return record
+
+
+def check_user_model_name(name: str) -> None:
+    """Refuse a name a fine-tuned model cannot have: not a model name, or an official model's."""
+    _check_name(name)
+    if name in registry.MODELS:
+        raise UsageError(f"{name!r} is an official model's name; choose another (--name)")
+
+
+def register_user_model(record: UserModel, weights: LoadedWeights, origin: dict[str, Any]) -> Path:
+    """Install fine-tuned ``weights`` as the model ``record.name`` and list it in the table (a
+    model of that name made before is replaced; an official model's name is refused)."""
+    check_user_model_name(record.name)
+    files = model_files(record.name)
+    with _locked(files, WeightsError):
+        out = _install(files, weights, {**origin, "source": "finetune"}, WeightsError)
+    _update_table(lambda records: [r for r in records if r.name != record.name] + [record])
+    log.info("registered %s as the model for %s: %s", record.name, record.camera, out)
+    return out
 
 
 __all__ = [
@@ -531,6 +608,7 @@ __all__ = [
     "ModelStatus",
     "cache_dir",
     "check_model",
+    "check_user_model_name",
     "download_model",
     "import_model",
     "list_models",
@@ -540,5 +618,8 @@ __all__ = [
     "model_files",
     "models_dir",
     "read_provenance",
+    "register_user_model",
     "remove_model",
+    "user_model_for",
+    "user_table",
 ]

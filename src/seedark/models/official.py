@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from seedark._files import hash_file
-from seedark.config import mirror
+from seedark.config import MIRROR, mirror
 from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.models import tfcheckpoint
 from seedark.models.registry import ModelRecord, SourceFile, drive_view_url
@@ -81,6 +82,12 @@ def manual_steps(record: ModelRecord, into: Path) -> str:
     lines.append("then run:")
     lines.append(f"  seedark models import {name} <folder>")
     lines.append(f"(the files are checked against the official checksums and converted into {into})")
+    lines += [
+        "Or use weights you already have, a TF checkpoint (its folder or .index file) or a .safetensors file:",
+        "  seedark enhance PHOTO --weights PATH",
+        "  seedark models import NAME PATH --unverified   (kept in the cache, then: --model NAME)",
+        f"Or fetch the official files from a mirror of them: {MIRROR}=URL, serving URL/{name}/<file name>.",
+    ]
     return "\n".join(lines)
 
 
@@ -196,7 +203,10 @@ def _check_official_index(record: ModelRecord, pinned: SourceFile, index: Path) 
         raise WeightsError(f"cannot read the checkpoint index ({exc.strerror or exc})", index) from exc
     if digest != pinned.sha256:
         raise WeightsError(
-            f"not the official {record.name} checkpoint index: its sha256 is {digest}, expected {pinned.sha256}",
+            f"not the official {record.name} checkpoint index: its sha256 is {digest}, expected {pinned.sha256}. "
+            f"If these are weights of your own, import them under another name: seedark models import NAME "
+            f"{shlex.quote(str(index.parent))} --unverified; for the official ones, run "
+            f"`seedark models download {record.name}` (it says where to get them by hand when it cannot)",
             index,
         )
 

@@ -66,6 +66,10 @@ class ModelRecord:
             return None
         return ModelCamera(self.sensor.split(" (")[0], self.color_matrix, self.color_matrix_source)
 
+    #: The amplification ratios the network was trained on (the SID sets' x100, x250 and x300);
+    #: outside them it extrapolates, and ``enhance`` warns (docs/exposure.md).
+    ratios: tuple[float, float] = (100.0, 300.0)
+
     @property
     def download_size(self) -> int | None:
         sizes = [f.size for f in self.files]
@@ -197,6 +201,12 @@ def get_record(name: str) -> ModelRecord:
         raise UsageError(f"unknown model {name!r}; known models: {known}") from None
 
 
+def trained_ratios(name: str | None) -> tuple[float, float] | None:
+    """The ratios registry model ``name`` was trained on; None for weights it does not know."""
+    record = MODELS.get(name) if name is not None else None
+    return record.ratios if record is not None else None
+
+
 def default_model_for(sensor: str) -> str:
     """The registry's model for a sensor kind: sony for Bayer, fuji for X-Trans."""
     for record in MODELS.values():
@@ -219,4 +229,5 @@ __all__ = [
     "drive_view_url",
     "get_record",
     "model_camera",
+    "trained_ratios",
 ]

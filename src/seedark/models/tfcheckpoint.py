@@ -356,6 +356,21 @@ def read_index(index_path: str | os.PathLike[str]) -> tuple[BundleHeader, dict[s
     return header, entries
 
 
+def check_weights_path(path: Path) -> None:
+    """What a path's name alone shows about ``--weights``: that it exists (as a file, a folder or a
+    checkpoint prefix), and is not a checkpoint's ``.meta`` file, which is the graph, not the weights."""
+    if path.name.endswith(".meta"):
+        index = path.name[: -len(".meta")] + ".index"
+        raise WeightsError(
+            f"a .meta file holds the TensorFlow graph, not the weights; give the checkpoint's folder "
+            f"({path.parent}) or its .index file ({index}) instead",
+            path,
+        )
+    if not (path.exists() or path.with_name(path.name + ".index").exists()):
+        # neither a file nor a prefix: name what the user gave, not the ".index" looked for
+        raise WeightsError("no such file or folder", path)
+
+
 def resolve_prefix(path: str | os.PathLike[str]) -> Path:
     """Turn a checkpoint directory, prefix, ``.index`` or ``.data-*`` path into the prefix.
 
@@ -365,6 +380,7 @@ def resolve_prefix(path: str | os.PathLike[str]) -> Path:
     original's absolute path, which would silently load the original's weights.
     """
     p = Path(path)
+    check_weights_path(p)
     if p.is_dir():
         state = p / "checkpoint"
         if state.is_file():
@@ -381,9 +397,6 @@ def resolve_prefix(path: str | os.PathLike[str]) -> Path:
             raise WeightsError("no TensorFlow checkpoint (*.index) in this folder", p)
         names = ", ".join(i.name for i in indexes)
         raise WeightsError(f"several checkpoints here ({names}); give the prefix", p)
-    if not (p.exists() or p.with_name(p.name + ".index").exists()):
-        # neither a file nor a prefix: name what the user gave, not the ".index" looked for
-        raise WeightsError("no such file or folder", p)
     name = p.name
     if name.endswith(".index"):
         return p.with_name(name[: -len(".index")])

@@ -76,6 +76,7 @@ def locate_weights(path: str | os.PathLike[str]) -> WeightsFile:
     """``--weights``: a TF checkpoint (folder, prefix, ``.index`` or ``.data-*``) or a safetensors
     file, found without reading a tensor; WeightsError when it is neither."""
     p = Path(path)
+    tfcheckpoint.check_weights_path(p)
     if p.suffix == ".safetensors" and p.is_file():
         return located(p, "safetensors", (p,))
     if tfcheckpoint.is_tf_checkpoint(p):

@@ -221,7 +221,7 @@ class _BatchRun:
         if job.plan.taken():  # published by another run while this one was decoded
             self.tally.skipped(job.source, job.plan.path)
             return
-        engine = self._engine(job, prepared.sensor)
+        engine = self._engine(job, prepared)
         if engine is None:
             return
         big = prepared.packed.frame.mosaic.nbytes > BIG_MOSAIC_BYTES
@@ -231,12 +231,12 @@ class _BatchRun:
         else:
             self._top_up(prefetch_depth(engine))  # decode ahead while this frame runs
         try:
-            reserve = held_besides(prepared, job.plan.bits, len(self.pending), writing=not big)
+            reserve = held_besides(prepared, job.plan.network_bits or 32, len(self.pending), writing=not big)
             image = infer(
                 prepared,
                 engine,
                 tile=self.options.tile,
-                bits=job.plan.bits,
+                bits=job.plan.network_bits,
                 reserve=reserve,
                 match_sensor=self.options.match_sensor,
             )
@@ -257,10 +257,11 @@ class _BatchRun:
             self._fail(job, exc)
         return None
 
-    def _engine(self, job: Job, sensor: str) -> Engine | None:
-        """The engine for this sensor kind, loaded on first use (None: this job failed)."""
+    def _engine(self, job: Job, prepared: Prepared) -> Engine | None:
+        """The engine for this file's model (its sensor kind's, or its camera's own), loaded on
+        first use (None: this job failed)."""
         try:
-            return self.engines.get(sensor)
+            return self.engines.get(prepared.sensor, prepared.camera)
         except SeedarkError as exc:
             # No model at all (offline, bad device...): every file would fail alike. A device
             # out of memory may not stay so (other processes free theirs): only this file fails.

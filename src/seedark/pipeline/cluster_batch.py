@@ -27,9 +27,9 @@ from seedark.runtime.engine import EngineOptions, infer
 def _convert(context: WorkerContext, job: Job, prepared: Prepared) -> Outcome:
     """Infer and publish one decoded file (the steps after the decoder's)."""
     try:
-        engine = context.engine(prepared.sensor)
-        tile, match = context.options.tile, context.options.match_sensor
-        image = infer(prepared, engine, tile=tile, bits=job.plan.bits, progress=context.progress, match_sensor=match)
+        engine = context.engine(prepared.sensor, prepared.camera)
+        tile, match, bits = context.options.tile, context.options.match_sensor, job.plan.network_bits
+        image = infer(prepared, engine, tile=tile, bits=bits, progress=context.progress, match_sensor=match)
     except (SeedarkError, RuntimeError, MemoryError) as exc:
         return Outcome("failed", reason=describe(exc, job.source))
     context.check()

@@ -6,7 +6,8 @@ A clean photograph shipped with seedark (``seedark/data/coffee.jpg``, CC0, see
 darkened, given the calibrated a7S II low-light noise (seedark.synthesis.noise) and
 written as a real DNG. That file then goes the way of any RAW file (``enhance_file``):
 LibRaw decodes it and the official model, downloaded and verified on first use,
-enhances it, with the ``--compare`` picture beside it.
+enhances it, with the ``--compare`` picture beside it. Without the model (offline, no
+download), the dark frame is still written: a RAW file to try once the model is there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from seedark._version import __version__
-from seedark.errors import UsageError
+from seedark.errors import DownloadError, UsageError, WeightsError
 from seedark.frames.exposure import parse_ratio
 from seedark.io.dng import A7S2_COLOR_MATRIX, write_dng
 from seedark.io.image import check_destination
@@ -134,10 +136,9 @@ def _check_numbers(ratio: float | str, seed: int) -> float:
 
 
 @contextlib.contextmanager
-def _all_or_nothing(paths: list[Path]) -> Iterator[None]:
-    """On any failure (Ctrl-C too), remove those of ``paths`` that this run created, so running
+def _removed_on_failure(new: list[Path]) -> Iterator[None]:
+    """On any failure (Ctrl-C too), remove ``new``, the files this run creates, so running
     the demo again just works."""
-    new = [p for p in paths if not (p.exists() or p.is_symlink())]
     try:
         yield
     except BaseException:
@@ -145,6 +146,20 @@ def _all_or_nothing(paths: list[Path]) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
+
+
+def _demo_engine(settings: EngineOptions, raw: Path) -> Engine:
+    """The engine for the dark frame; a model that cannot be had says what to do with the frame."""
+    try:
+        return engine_for("bayer", settings)
+    except (DownloadError, WeightsError) as exc:
+        folder = shlex.quote(str(raw.parent))
+        note = (
+            f"\n\nThe dark RAW frame is written all the same: {raw}\n"
+            f"Once the model is installed, enhance it with `seedark enhance {shlex.quote(str(raw))}`, "
+            f"or run the demo again: `seedark demo -o {folder} --overwrite`."
+        )
+        raise type(exc)(exc.reason + note, exc.path) from exc
 
 
 def run_demo(
@@ -158,8 +173,10 @@ def run_demo(
 ) -> DemoResult:
     """Make the demo's dark frame in ``output`` and enhance it; returns the three files written.
 
-    Every check comes first and the model is loaded (downloaded on first use) before
-    anything but the folder is written; a failure after that removes the files this run created.
+    Every check comes first. The dark frame is written before the model is loaded (downloaded
+    on first use), so that a model that cannot be had still leaves a RAW file to try; a
+    failure after that removes the enhanced image and comparison this run began, and a
+    failure while enhancing the dark frame too.
     """
     given = _check_numbers(ratio, seed)
     settings = EngineOptions.from_kwargs(**options)
@@ -167,12 +184,13 @@ def run_demo(
     raw = folder / DARK_NAME
     check_destination(raw, overwrite=overwrite, create_folder=True)
     check_output_folder(folder)
-    with folder_for(raw):  # the folders made here go again if anything fails (the model cannot be had...)
+    with folder_for(raw):  # the folders made here go again if they are left empty (a failure)
         plan = plan_output(raw, folder, overwrite=overwrite, compare=True)
+        new = [p for p in (raw, plan.path, plan.compare_path) if not (p.exists() or p.is_symlink())]
+        write_dark_frame(raw, given, seed, overwrite=overwrite)
         if engine is None:
-            engine = engine_for("bayer", settings)
-        with _all_or_nothing([raw, plan.path, plan.compare_path]):
-            write_dark_frame(raw, given, seed, overwrite=overwrite)
+            engine = _demo_engine(settings, raw)  # when it fails, the dark frame stays: a RAW file to try
+        with _removed_on_failure(new):
             image = enhance_file(
                 raw, plan.path, ratio=given, overwrite=overwrite, compare=True, engine=engine, **options
             )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from seedark._parallel import alongside
+from seedark.errors import RawReadError
 from seedark.frames.exposure import parse_ratio
 from seedark.frames.prepare import prepare_parsed
 from seedark.io.raw import RawFrame, check_input, decode_raw, read_raw
@@ -55,7 +57,8 @@ def enhance(
     ``source``: a path, or a frame decoded already (``read_raw``). ``ratio``:
     amplification (reference exposure / this exposure), or ``"auto"`` to estimate it
     from the frame (seedark.frames.exposure). Without ``weights``, ``model`` or
-    ``engine``, the model matching the sensor is used (sony / fuji).
+    ``engine``, the model ``seedark finetune`` made for the file's camera is used where
+    there is one, else the model matching the sensor (sony / fuji).
     ``match_sensor`` (default True): the file's colours are mapped to those of the
     model's camera first (docs/cameras.md).
     """
@@ -63,9 +66,20 @@ def enhance(
     settings = EngineOptions.from_kwargs(**options)
     frame = source if isinstance(source, RawFrame) else read_raw(source)
     if engine is None:
-        engine = engine_for(frame.sensor, settings)
+        engine = engine_for(frame.sensor, settings, frame.camera)
     prepared = prepare_parsed(frame, given)
     return infer(prepared, engine, tile=settings.tile, progress=settings.progress, match_sensor=settings.match_sensor)
+
+
+def check_source(source: Path) -> None:
+    """``check_input``, and for a folder, the command that takes one."""
+    try:
+        check_input(source)
+    except RawReadError as exc:
+        if source.is_dir():
+            hint = f"to enhance every RAW file in it, run: seedark batch {shlex.quote(str(source))}"
+            raise RawReadError(f"{exc.reason}; {hint}", source) from None
+        raise
 
 
 def enhance_file(
@@ -90,13 +104,13 @@ def enhance_file(
     given = parse_ratio(ratio)
     settings, wanted = conversion_options(options)
     src = Path(source)
-    check_input(src)  # a missing input is the first thing on disk to report
+    check_source(src)  # a missing input is the first thing on disk to report
     plan = plan_file(src, output, wanted)
     warming = alongside(partial(warm_up, settings)) if engine is None else contextlib.nullcontext()
     with warming:  # OpenVINO starts while LibRaw decodes
         frame = decode_raw(src)
     if engine is None:
-        engine = engine_for(frame.sensor, settings)
+        engine = engine_for(frame.sensor, settings, frame.camera)
     prepared = prepare_parsed(frame, given)
     del frame
     with folder_for(plan.path):

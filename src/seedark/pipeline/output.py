@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -138,6 +139,12 @@ def output_name(source: Path, fmt: str, suffix: str = "", *, clash: str = "") ->
     return f"{source.stem}{clash}{suffix}{default_extension(fmt)}"
 
 
+def input_tag(source: Path) -> str:
+    """What tells an output apart when its plain name is taken (by another file's output, or by the
+    input itself: a DNG made from a DNG): the input's extension, ``IMG_1.DNG`` -> ``IMG_1_dng``."""
+    return f"_{source.suffix.lstrip('.').lower() or 'raw'}"
+
+
 def compare_path(output: Path) -> Path:
     """Where the ``--compare`` picture of ``output`` goes: ``<output stem>_compare.jpg`` beside it."""
     return output.with_name(f"{output.stem}_compare.jpg")
@@ -154,6 +161,11 @@ class OutputPlan:
     @property
     def bits(self) -> int:
         return self.settings.bits
+
+    @property
+    def network_bits(self) -> int | None:
+        """What ``infer`` quantises the network's output to: None (float) for a DNG."""
+        return self.settings.network_bits
 
     @property
     def compare_path(self) -> Path:
@@ -193,14 +205,17 @@ def _check_creatable(folder: Path, dest: Path) -> None:
         raise OutputError(f"cannot create the output folder: {existing} is not writable", dest)
 
 
-def _check_place(source: Path, dest: Path, *, into_folder: bool) -> None:
-    """``dest``: a name the file system takes, not the input, in a folder that is there or can be made."""
+def _check_place(source: Path, dest: Path, settings: OutputSettings, *, into_folder: bool) -> None:
+    """``dest``: a name the file system takes, not the input, in a folder that is there or can be made
+    (``-o`` with a file name in a folder that is not there: how to have it made)."""
     check_name(dest)
     try:
-        if output_exists(source) and output_exists(dest) and dest.resolve() == source.resolve():
-            raise OutputError("output would replace the input file", dest)
+        if _same_file(dest, source):
+            raise OutputError("output would replace the input file; give -o another name", dest)
         if into_folder and not dest.parent.exists():
             _check_creatable(dest.parent, dest)
+        if not into_folder and not dest.parent.exists():
+            raise OutputError(_missing_folder(dest, settings), dest)
     except OSError as exc:  # a folder on the way that cannot be searched, a path too long
         raise OutputError(f"cannot write: {exc.strerror or exc}", dest) from exc
 
@@ -228,6 +243,8 @@ def plan_file(source: Path, output: str | os.PathLike[str] | None, options: Outp
     else:
         folder = source.parent if output is None else Path(output)
         dest = folder / output_name(source, options.fmt or DEFAULT_FORMAT, options.suffix)
+        if _same_file(dest, source):  # the name of the input itself (a DNG from a DNG): named as batch names it
+            dest = folder / output_name(source, options.fmt or DEFAULT_FORMAT, options.suffix, clash=input_tag(source))
     try:
         settings = options.settings(dest)
     except UsageError as exc:
@@ -235,10 +252,27 @@ def plan_file(source: Path, output: str | os.PathLike[str] | None, options: Outp
             raise
         # "-o newdir": most likely a folder that does not exist yet
         raise UsageError(f"{exc.reason}, or end it with / for a folder to create", exc.path) from None
-    _check_place(source, dest, into_folder=into_folder)
+    _check_place(source, dest, settings, into_folder=into_folder)
     plan = OutputPlan(dest, settings, options)
     plan.check_destinations(create_folder=into_folder)
     return plan
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return output_exists(a) and output_exists(b) and a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a link loop: not a file to be replaced; writing says why it fails
+        return False
+
+
+def _missing_folder(dest: Path, settings: OutputSettings) -> str:
+    """``-o missing/out.jpg``: the folder is not there; ``-o missing/`` would make it."""
+    fmt = "" if settings.fmt == DEFAULT_FORMAT else f" --format {settings.fmt}"
+    folder = shlex.quote(f"{dest.parent}{os.sep}")
+    return (
+        f"output folder does not exist: {dest.parent}; to have it made, give the folder with a trailing "
+        f"slash: -o {folder}{fmt} (the image is then named after the RAW file)"
+    )
 
 
 def plan_output(
@@ -352,7 +386,7 @@ def infer_and_write(plan: OutputPlan, prepared: Prepared, engine: Engine, settin
         engine,
         tile=settings.tile,
         progress=settings.progress,
-        bits=plan.bits,
+        bits=plan.network_bits,
         match_sensor=settings.match_sensor,
     )
     if engine.device.type != "cpu" or plan.settings.fmt not in ("png", "tiff"):
@@ -397,6 +431,7 @@ __all__ = [
     "conversion_options",
     "folder_for",
     "infer_and_write",
+    "input_tag",
     "names_folder",
     "output_name",
     "plan_file",

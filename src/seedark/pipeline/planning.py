@@ -17,8 +17,9 @@ from pathlib import Path
 
 from seedark.errors import RawReadError
 from seedark.io.formats import OutputSettings
+from seedark.io.linear_dng import is_seedark_dng
 from seedark.io.raw import RAW_EXTENSIONS, check_input
-from seedark.pipeline.output import OutputOptions, OutputPlan, compare_path, output_name
+from seedark.pipeline.output import OutputOptions, OutputPlan, compare_path, input_tag, output_name
 from seedark.pipeline.report import Job
 
 
@@ -98,7 +99,8 @@ def find_inputs(
     recursive: bool,
     unreadable: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(file, root) pairs to convert, and files ignored for not having a RAW extension.
+    """(file, root) pairs to convert, and files ignored for not having a RAW extension
+    (or for being a linear DNG seedark wrote: ``--format dng`` beside the RAW files).
 
     Files named on the command line are always taken (the user asked for them);
     inside folders, only RAW extensions count (case-insensitive), so sidecars
@@ -125,12 +127,18 @@ def find_inputs(
             # reason, without being opened), never silently left out of the total.
             if f.name.startswith("."):
                 continue
-            (found.append((f, p)) if is_raw_name(f) else ignored.append(f))
+            # seedark's own DNGs beside the RAW files they were made from are outputs, not inputs
+            (found.append((f, p)) if is_raw_name(f) and not is_seedark_dng(f) else ignored.append(f))
     return _unique(found), ignored
 
 
 def _key(path: Path) -> str:
     return os.path.normcase(str(path))
+
+
+def _input_key(path: Path) -> str:
+    """The key of a file however its folder is spelled (``in/a.dng``, ``./in/a.dng``)."""
+    return os.path.normcase(os.path.abspath(path))
 
 
 def _folder(src: Path, root: Path, outdir: Path | None, recursive: bool) -> Path:
@@ -170,15 +178,16 @@ def plan_jobs(
     wanted = [(src, _folder(src, root, outdir, recursive) / output_name(src, fmt, suffix)) for src, root in files]
     counts = Counter(_key(dest) for _, dest in wanted)
     pictures = set().union(*(picture(dest) for _, dest in wanted))
-    clash = [counts[_key(dest)] > 1 or _key(dest) in pictures for _, dest in wanted]
+    inputs = {_input_key(src) for src, _ in files}  # with --format dng, IMG_1.dng must not be its own output
+    clash = [counts[_key(dest)] > 1 or _key(dest) in pictures or _input_key(dest) in inputs for _, dest in wanted]
     # The names that stay are taken first, so no renamed file lands on one of them.
     taken = set().union(*(names(dest) for (_, dest), renamed in zip(wanted, clash, strict=True) if not renamed))
     result = []
     for (src, dest), renamed in zip(wanted, clash, strict=True):
         if renamed:
-            tag = f"_{src.suffix.lstrip('.').lower() or 'raw'}"
+            tag = input_tag(src)
             dest, n = dest.with_name(output_name(src, fmt, suffix, clash=tag)), 2
-            while names(dest) & taken:
+            while names(dest) & taken or _input_key(dest) in inputs:
                 dest = dest.with_name(output_name(src, fmt, suffix, clash=f"{tag}_{n}"))
                 n += 1
             taken |= names(dest)

@@ -451,6 +451,17 @@ def requested_backend(name: str | None) -> str:
     return spec
 
 
+def engine_conflict(engine: str, precision: str, device: str) -> str | None:
+    """Why ``engine`` (pytorch, openvino, auto) cannot run ``precision`` on ``device`` (cpu, cuda:0, auto...),
+    as far as the names alone tell; None when nothing does. Checked as the options are read, and again
+    once ``auto`` is resolved."""
+    if precision == "int8" and engine == "pytorch":  # only OpenVINO runs the quantised model
+        return "int8 runs on the OpenVINO engine; drop --engine pytorch or use another precision"
+    if engine == "openvino" and device.split(":")[0] not in ("cpu", "auto"):
+        return f"the OpenVINO engine runs on the CPU, not {device}"
+    return None
+
+
 def backend_name(device: Device | torch.device, precision: str, name: str | None = "auto") -> str:
     """Which back end :func:`select_backend` builds for ``device`` and ``precision`` (a name):
     ``openvino`` or ``pytorch``; an error for a request that cannot run. Builds nothing.
@@ -459,9 +470,10 @@ def backend_name(device: Device | torch.device, precision: str, name: str | None
     otherwise PyTorch. ``openvino`` asked for by name and unusable is an error.
     """
     want = requested_backend(name)
+    conflict = engine_conflict(want, precision, str(device))
+    if conflict is not None:
+        raise DeviceError(conflict)
     if precision == "int8":  # only OpenVINO runs the quantised model
-        if want == "pytorch":
-            raise DeviceError("int8 runs on the OpenVINO engine; drop --engine pytorch or use another precision")
         if not openvino_installed():
             raise DeviceError("int8 needs OpenVINO and NNCF: pip install 'seedark[int8]'")
         return "openvino"

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from seedark import config
 from seedark.errors import DeviceError, UsageError
+from seedark.io.metadata import CameraMetadata
 from seedark.models.cache import load_model
 from seedark.runtime.devices import Device, auto_precision_name
 from seedark.runtime.engine import Engine, EngineCache, EngineOptions
@@ -114,8 +115,8 @@ class WorkerContext:
     def __post_init__(self) -> None:
         self.engines = EngineCache(self.options)
 
-    def engine(self, sensor: str | None) -> Engine:
-        return self.engines.get(sensor)
+    def engine(self, sensor: str | None, camera: CameraMetadata | None = None) -> Engine:
+        return self.engines.get(sensor, camera)
 
     def check(self) -> None:
         if self.stopping.is_set():

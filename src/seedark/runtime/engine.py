@@ -29,10 +29,13 @@ import numpy as np
 from seedark.errors import DeviceError, DeviceMemoryError, UnsupportedSensorError, UsageError
 from seedark.frames.packing import PackedFrame
 from seedark.frames.prepare import Prepared
-from seedark.frames.sensormatch import camera_name, matched_input
+from seedark.frames.sensormatch import matched_input
+from seedark.io.metadata import CameraMetadata
 from seedark.io.pixels import FinishedRows, apply_orientation, sample_dtype
-from seedark.models.cache import check_model, model_file
-from seedark.models.registry import default_model_for, model_camera
+from seedark.models.cache import check_model, model_file, user_model_for
+from seedark.models.registry import default_model_for, model_camera, trained_ratios
+from seedark.models.tfcheckpoint import check_weights_path
+from seedark.models.usermodels import UserModel, camera_label
 from seedark.models.weightsfile import WeightsFile, locate_weights
 from seedark.progress import ByteProgress, ProgressFn
 from seedark.runtime.backends import (
@@ -40,6 +43,7 @@ from seedark.runtime.backends import (
     Backend,
     OpenVINOBackend,
     backend_name,
+    engine_conflict,
     known_conversion,
     select_backend,
     start_openvino,
@@ -168,16 +172,25 @@ class EngineOptions:
     def from_kwargs(cls, **kwargs: Unpack[EngineKwargs]) -> EngineOptions:
         """The options from the public keywords (an unknown keyword is a TypeError, as in any call).
 
-        A ``model`` must be one the cache knows (registered or imported): a mistyped name is
-        reported here, before any file is looked at.
+        What the names alone show cannot work is reported here, before any file is looked at
+        (an output that exists included): a ``model`` the cache does not know (registered or
+        imported), a ``weights`` path that is not there or is a checkpoint's ``.meta`` file, an
+        engine that cannot run the precision or device asked for by name.
         """
         if kwargs.get("weights") is not None and kwargs.get("model") is not None:
             raise UsageError("give either --weights or --model, not both")
         if kwargs.get("model") is not None:
             check_model(cast(str, kwargs["model"]))
+        weights = kwargs.get("weights")
+        if isinstance(weights, (str, os.PathLike)):
+            check_weights_path(Path(weights))
         given = cast("dict[str, Any]", dict(kwargs))
         given["tile"] = parse_tile(given.get("tile", "auto"))
-        return cls(**given)
+        options = cls(**given)
+        conflict = engine_conflict(options.backend, options.precision, options.device)
+        if conflict is not None:
+            raise DeviceError(conflict)
+        return options
 
     @property
     def picks_model(self) -> bool:
@@ -235,6 +248,8 @@ class Engine:
         self.camera = model_camera(weights.metadata)
         #: What the log has said about sensor matching: each message once per engine, not per file.
         self.said: set[str] = set()
+        #: The registry's name for these weights (a cached model's), None for weights of unknown origin.
+        self.model: str | None = weights.metadata.get("seedark_model")
         #: Bytes a tile's activations may take at most, learnt from an out-of-memory error
         #: (:meth:`run`): every later frame plans within it.
         self.memory_cap: float | None = None
@@ -342,7 +357,20 @@ class Engine:
         # int8 was asked for by name: small frames get it too (its model is compiled anyway).
         small = height * width < OV_MIN_PIXELS and self.backend.precision != "int8"
         if isinstance(self.backend, OpenVINOBackend) and small:
-            return self.backend.torch_fallback()
+            fallback = self.backend.torch_fallback()
+            # the status line named OpenVINO: say once what runs instead (and for each frame with -v)
+            level = logging.DEBUG if "fallback" in self.said else logging.INFO
+            self.said.add("fallback")
+            log.log(
+                level,
+                "a %dx%d frame is too small to be worth compiling for OpenVINO: running on %s (%s, %s) instead",
+                width * self.spec.block,
+                height * self.spec.block,
+                self.info.device,
+                fallback.precision,
+                fallback.name,
+            )
+            return fallback
         return self.backend
 
     def run(
@@ -441,15 +469,37 @@ class Engine:
         return False
 
 
-def engine_for(sensor: str | None, options: EngineOptions) -> Engine:
+def _pick(
+    sensor: str | None, options: EngineOptions, camera: CameraMetadata | None
+) -> tuple[str | None, UserModel | None]:
+    """(the cached model ``options`` run, the record of your own model when it is one); the model
+    None: the default model, or weights given as such.
+
+    With neither weights nor a model: the model ``seedark finetune`` made for the file's
+    ``camera`` where there is one (seedark.models.cache.user_model_for), else the one made for
+    ``sensor``'s kind (sony, fuji)."""
+    if not options.picks_model or sensor is None:
+        return options.model, None
+    mine = user_model_for(camera.make, camera.model, sensor) if camera is not None else None
+    return (default_model_for(sensor), None) if mine is None else (mine.name, mine)
+
+
+def engine_for(sensor: str | None, options: EngineOptions, camera: CameraMetadata | None = None) -> Engine:
     """Prepare the network once, as ``options`` say; with neither weights nor a model, the
-    model made for ``sensor`` (None: the default model).
+    model made for the file's ``camera``, else for ``sensor``'s kind (None: the default model).
 
     The device and precision are resolved first, so a missing GPU is reported
     before anything is downloaded.
     """
+    return _engine(options, *_pick(sensor, options, camera))
+
+
+def _engine(options: EngineOptions, model: str | None, mine: UserModel | None) -> Engine:
     target = Target.resolve(options.device, options.precision)
-    engine = Engine.on(_weights_for(sensor, options, target), target, options.backend)
+    weights = _weights_for(options, model, target)
+    if mine is not None:
+        log.info("using your model %s for the %s (from %s; --model overrides)", model, mine.camera, mine.base)
+    engine = Engine.on(weights, target, options.backend)
     log.info("running on %s (%s, %s)", engine.info.device, engine.info.precision, engine.info.backend)
     return engine
 
@@ -467,14 +517,13 @@ def warm_up(options: EngineOptions) -> None:
         log.debug("warming the engine up failed: %s", exc)
 
 
-def _weights_for(sensor: str | None, options: EngineOptions, target: Target) -> LoadedWeights | KnownWeights:
-    """The weights ``options`` name: located first, and read only when their OpenVINO
-    conversion is not known already (the cached path reads no weights and imports no torch)."""
+def _weights_for(options: EngineOptions, model: str | None, target: Target) -> LoadedWeights | KnownWeights:
+    """The weights ``options`` name (else cached ``model``): located first, and read only when their
+    OpenVINO conversion is not known already (the cached path reads no weights and imports no torch)."""
     given = options.weights
     if given is not None and not isinstance(given, (str, os.PathLike, WeightsFile)):
         return given  # read already
     if given is None:
-        model = default_model_for(sensor) if options.picks_model and sensor is not None else options.model
         where = model_file(model, progress=options.download_progress)
     else:
         where = given if isinstance(given, WeightsFile) else locate_weights(given)
@@ -489,22 +538,25 @@ def _weights_for(sensor: str | None, options: EngineOptions, target: Target) -> 
 
 
 class EngineCache:
-    """One engine per sensor kind, each prepared on first use from the same options and kept:
-    what a batch and each cluster worker hold. The weights, when given as a path, are found
-    once for all of them (and read by each engine whose conversion is not known)."""
+    """One engine per model (the model of each sensor kind, and of each camera that has one of
+    its own), each prepared on first use from the same options and kept: what a batch and each
+    cluster worker hold. The weights, when given as a path, are found once for all of them (and
+    read by each engine whose conversion is not known)."""
 
     def __init__(self, options: EngineOptions) -> None:
         self.options = options.with_weights_located()
-        self._engines: dict[str | None, Engine] = {}
+        self._engines: dict[tuple[str | None, str | None], Engine] = {}
 
     def __len__(self) -> int:
         return len(self._engines)
 
-    def get(self, sensor: str | None) -> Engine:
-        """The engine for ``sensor`` (None: the default model's), prepared now if it is the first."""
-        engine = self._engines.get(sensor)
+    def get(self, sensor: str | None, camera: CameraMetadata | None = None) -> Engine:
+        """The engine for a file of ``sensor``'s kind from ``camera`` (None: the default model's),
+        prepared now if it is the first for its model."""
+        key = (sensor, _pick(sensor, self.options, camera)[0])
+        engine = self._engines.get(key)
         if engine is None:
-            engine = self._engines[sensor] = engine_for(sensor, self.options)
+            engine = self._engines[key] = engine_for(sensor, self.options, camera)
         return engine
 
 
@@ -536,10 +588,25 @@ def matched_for(prepared: Prepared, engine: Engine) -> PackedFrame:
         prepared.packed,
         prepared.color_matrix,
         engine.camera,
-        camera=camera_name(cam.make, cam.model),
+        camera=camera_label(cam.make, cam.model),
         model_name=engine.camera.name if engine.camera is not None else str(engine.source),
         said=engine.said,
     )
+
+
+def warn_untrained_ratio(prepared: Prepared, model: str | None) -> None:
+    """A warning when the ratio is outside those registry model ``model`` was trained on: the
+    network extrapolates there, and the result is worth a look (docs/exposure.md)."""
+    trained = trained_ratios(model)
+    if trained is not None and not trained[0] <= prepared.ratio <= trained[1]:
+        log.warning(
+            "%s: ratio x%.1f is outside x%g-x%g, the range the %s model was trained on; "
+            "the result may be too dark, too bright or smeared",
+            prepared.path.name,
+            prepared.ratio,
+            *trained,
+            model,
+        )
 
 
 def infer(
@@ -567,6 +634,7 @@ def infer(
     if prepared.auto_ratio:
         log.info("%s: auto ratio x%.1f", prepared.path.name, prepared.ratio)
     packed = matched_for(prepared, engine) if match_sensor else prepared.packed
+    warn_untrained_ratio(prepared, engine.model)
     try:
         image = engine.run(packed, tile=tile, progress=progress, bits=bits, reserve=reserve, rows=rows)
     except DeviceError as exc:

@@ -15,6 +15,8 @@ the calibrated log-linear fits ``log(sigma) = slope * log(K) + intercept + N(0, 
 A :class:`NoiseProfile` holds one camera's numbers; :data:`SONY_A7S2` is the
 published a7S II calibration, and :func:`load_profile` reads another camera's from
 a small JSON file (docs/training.md); they live in seedark.synthesis.noiseprofile.
+A profile measured by ``seedark calibrate`` also holds each ISO's numbers, which
+:func:`iso_params` draws from (``seedark finetune``).
 
 A sensor model, not a training mechanism: training makes its pairs with it and
 ``seedark demo`` its dark frame, so it sits below both.
@@ -50,6 +52,15 @@ def sample_params(profile: NoiseProfile, rng: np.random.Generator) -> NoiseParam
     log_read = profile.read_slope * log_k + profile.read_intercept + rng.normal(0.0, profile.read_sigma)
     log_row = profile.row_slope * log_k + profile.row_intercept + rng.normal(0.0, profile.row_sigma)
     return NoiseParams(math.exp(log_k), math.exp(log_read), math.exp(log_row), profile.read_lambda)
+
+
+def iso_params(profile: NoiseProfile, rng: np.random.Generator) -> NoiseParams:
+    """The noise measured at one of the profile's ISOs, drawn uniformly (``seedark calibrate``'s
+    ``per_iso``); the fits' draw (:func:`sample_params`) for a profile without measurements."""
+    if not profile.per_iso:
+        return sample_params(profile, rng)
+    entry = profile.per_iso[int(rng.integers(len(profile.per_iso)))]
+    return NoiseParams(entry.k, entry.read_scale, entry.row_scale, entry.read_lambda)
 
 
 def typical_params(profile: NoiseProfile, gain: float) -> NoiseParams:
@@ -134,6 +145,7 @@ def synthesize(
 __all__ = [
     "NoiseParams",
     "add_noise",
+    "iso_params",
     "sample_params",
     "sample_tukey_lambda",
     "synthesize",

@@ -15,6 +15,11 @@ from typing import Any
 from seedark.errors import UsageError
 from seedark.synthesis.noiseprofile import SONY_A7S2, NoiseProfile
 
+#: ``seedark finetune``'s default schedule: optimiser steps (within 30 minutes for 20 photos on a
+#: 2-core CPU) and the patch side in packed pixels (the paper's 512 costs four times as much a step).
+FINETUNE_STEPS = 600
+FINETUNE_PATCH = 256
+
 
 def _cli(help: str, **option: Any) -> dict[str, Any]:
     """Field metadata that makes the field a ``seedark train`` option.
@@ -106,6 +111,18 @@ class TrainConfig:
     deterministic: bool = field(
         default=False, metadata=_cli("Deterministic GPU kernels (slower), for bit-exact resumes on GPUs.")
     )
+    # `seedark finetune`'s recipe (seedark.training.finetune), not options of `seedark train`:
+    #: Each synthetic pair's ratio drawn from these (the SID set's 100, 250, 300); empty: uniform
+    #: in [ratio_min, ratio_max].
+    ratios: tuple[float, ...] = ()
+    #: Synthetic noise drawn from the profile's measured ISOs (its per_iso), not from its fits.
+    per_iso_noise: bool = False
+    #: The 3 x 3 map (9 values, row-major) of the inputs' colours to the model's camera, applied
+    #: before amplification as `enhance` does (seedark.frames.sensormatch); None: not mapped.
+    sensor_match: tuple[float, ...] | None = None
+    #: Real pairs mixed in with the synthetic ones: a folder of scene folders
+    #: (seedark.training.dataset.read_pair_folders).
+    pairs: Path | None = None
 
     def check(self) -> None:
         """Refuse settings that cannot work, before anything is read or written."""
@@ -129,6 +146,12 @@ class TrainConfig:
             raise UsageError(f"val-limit must be at least 1, got {self.val_limit}")
         if self.init_weights is not None and self.init_model is not None:
             raise UsageError("give either --weights or --model to start from, not both")
+        if self.pairs is not None and self.synthetic is None:
+            raise UsageError("real pairs are mixed into synthetic ones: they need --synthetic")
+        if any(not (math.isfinite(r) and r > 0) for r in self.ratios):
+            raise UsageError(f"ratios must be numbers > 0, got {self.ratios}")
+        if self.sensor_match is not None and len(self.sensor_match) != 9:
+            raise UsageError("the sensor match is a 3 x 3 map: 9 numbers")
 
     @property
     def cache_root(self) -> Path:
@@ -139,9 +162,19 @@ class TrainConfig:
         return self.lr_after_drop if self.lr_drop_epoch and epoch > self.lr_drop_epoch else self.lr
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as JSON values; ``seedark finetune``'s fields only where they are set, so a
+        ``seedark train`` run's config.json is what it always was."""
         data = asdict(self)
         data["noise_profile"] = self.noise_profile.to_dict()
+        for name in _FINETUNE_FIELDS:
+            value = data.pop(name)
+            if value not in ((), None, False):
+                data[name] = list(value) if isinstance(value, tuple) else value
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+#: TrainConfig's fields that only ``seedark finetune`` sets.
+_FINETUNE_FIELDS = ("ratios", "per_iso_noise", "sensor_match", "pairs")
 
 
 #: Settings a resumed run must share with the original to continue exactly where it stopped.
@@ -158,6 +191,7 @@ _RESUME_SENSITIVE = (
     "patch",
     "augment",
     "seed",
+    *_FINETUNE_FIELDS,
 )
 
 
@@ -167,4 +201,4 @@ def resume_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in _RESUME_SENSITIVE if saved.get(k) != now.get(k)]
 
 
-__all__ = ["TrainConfig", "resume_changes"]
+__all__ = ["FINETUNE_PATCH", "FINETUNE_STEPS", "TrainConfig", "resume_changes"]

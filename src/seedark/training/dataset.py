@@ -27,9 +27,11 @@ import numpy as np
 
 from seedark.errors import DatasetError, UnsupportedSensorError
 from seedark.frames.packing import amplify, pack, pack_bayer, sensor_area, xtrans_phase
+from seedark.frames.sensormatch import match_colours
+from seedark.io.exifread import read_camera_metadata
 from seedark.io.pixels import apply_orientation
 from seedark.io.raw import RAW_EXTENSIONS, RawFrame
-from seedark.synthesis.noise import add_noise, sample_params
+from seedark.synthesis.noise import add_noise, iso_params, sample_params
 from seedark.synthesis.noiseprofile import NoiseProfile
 from seedark.synthesis.unprocess import DEFAULT_SRGB_WB, srgb_to_mosaic
 
@@ -149,6 +151,40 @@ def read_list(
         raise DatasetError("the list file holds no pairs", Path(list_file))
     if check_files:
         check_pairs(pairs, list_file, data_root)
+    return pairs
+
+
+def _light(path: Path) -> float:
+    """How much light a shot gathered, in ISO-seconds (exposure time x ISO), from its EXIF."""
+    meta = read_camera_metadata(path)
+    if meta.exposure_time is None or meta.iso is None:
+        raise DatasetError("no exposure time or ISO in the file's metadata, so no exposure ratio", path)
+    return meta.exposure_time * meta.iso
+
+
+def read_pair_folders(folder: str | os.PathLike[str]) -> list[Pair]:
+    """Real pairs from a folder of scenes (``seedark finetune --pairs``): each subfolder holds the
+    RAW files of one scene, shot on a tripod; the one that gathered the most light (exposure
+    time x ISO) is the reference, each other one a dark input with the ratio of the two."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError("pairs folder not found" if not root.exists() else "not a folder", root)
+    pairs: list[Pair] = []
+    for number, scene in enumerate(sorted(d for d in root.iterdir() if d.is_dir())):
+        raws = sorted(p for p in scene.iterdir() if p.is_file() and p.suffix.lower() in RAW_EXTENSIONS)
+        if len(raws) < 2:
+            raise DatasetError("a scene needs its reference and at least one darker shot of it", scene)
+        light = {p: _light(p) for p in raws}
+        long = max(raws, key=lambda p: light[p])
+        for short in raws:
+            if short == long:
+                continue
+            if light[long] < 1.5 * light[short]:
+                raise DatasetError(f"not darker than the scene's reference {long.name}", short)
+            names = (str(short.relative_to(root)), str(long.relative_to(root)))
+            pairs.append(Pair(short, long, number, light[short], light[long], *names))
+    if not pairs:
+        raise DatasetError("no scene folders with RAW files in it", root)
     return pairs
 
 
@@ -291,18 +327,26 @@ def paired_patch(
     *,
     augment_patch: bool = True,
     noise: NoiseProfile | None = None,
+    per_iso: bool = False,
+    match: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A training pair from a raw frame: (C x P x P input, 3 x bP x bP target), float32.
 
     Input: the packed patch times ``ratio``, clipped at 1 (official train script).
     Target: the matching region of the postprocessed long exposure / 65535.
     With ``noise``, ``frame`` is the clean long exposure itself and the input is its
-    mosaic darkened by ``ratio`` and noised with that profile (a synthetic pair).
+    mosaic darkened by ``ratio`` and noised with that profile (a synthetic pair): with
+    ``per_iso``, the noise measured at one of its ISOs, drawn at random, else its fits.
+    With ``match`` (3 x 3), the packed input's colours are mapped to the model's camera
+    before amplification, as ``enhance`` maps them (docs/cameras.md).
     """
     sub, target = _raw_window(frame, gt, gt_flip, patch, rng)
     if noise is not None:
-        sub = _darken(sub, ratio, noise, rng)
-    inp = amplify(pack(sub), ratio)
+        sub = _darken(sub, ratio, noise, rng, per_iso)
+    packed = pack(sub)
+    if match is not None:
+        match_colours(packed, match, sub.sensor)
+    inp = amplify(packed, ratio)
     return _chw(*augment(inp, target, rng, augment_patch))
 
 
@@ -312,11 +356,13 @@ def _black_map(frame: RawFrame) -> np.ndarray:
     return np.tile(frame.black_levels.astype(np.float64), reps)[: frame.height, : frame.width]
 
 
-def _darken(frame: RawFrame, ratio: float, profile: NoiseProfile, rng: np.random.Generator) -> RawFrame:
+def _darken(
+    frame: RawFrame, ratio: float, profile: NoiseProfile, rng: np.random.Generator, per_iso: bool = False
+) -> RawFrame:
     """The frame as if exposed ``ratio`` times shorter on the profile's sensor."""
     black = _black_map(frame)
     clean = frame.mosaic.astype(np.float64) - black
-    params = sample_params(profile, rng)
+    params = iso_params(profile, rng) if per_iso else sample_params(profile, rng)
     noisy = add_noise(clean, ratio, params, rng, black_level=black, white_level=frame.white_level)
     return replace(frame, mosaic=noisy)
 
@@ -372,6 +418,7 @@ __all__ = [
     "parse_name",
     "ratio_label",
     "read_list",
+    "read_pair_folders",
     "sensor_geometry",
     "synthetic_srgb_patch",
     "unorient",

@@ -26,6 +26,7 @@ from seedark.training.dataset import (
     is_image,
     paired_patch,
     read_list,
+    read_pair_folders,
     synthetic_srgb_patch,
 )
 
@@ -35,7 +36,8 @@ class TrainingSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     Paired mode: the items of an epoch are the list's references (long exposures);
     each visit picks one of its dark inputs. Synthetic mode: the items are the clean
-    source images, each darkened by a random ratio with the noise model.
+    source images, each darkened by a random ratio with the noise model. Both at once
+    (``seedark finetune`` with real pairs): the references first, then the sources.
     """
 
     def __init__(self, config: TrainConfig, pairs: Sequence[Pair] | None, sources: Sequence[Path] | None) -> None:
@@ -44,11 +46,12 @@ class TrainingSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.sources = list(sources or [])
         self.gt_cache = ArrayCache(config.cache_root)
         self.frames = ArrayCache(config.cache_root if config.cache_inputs else None)
+        self.match = None if config.sensor_match is None else np.array(config.sensor_match).reshape(3, 3)
         self._perm: tuple[int, np.ndarray] | None = None
 
     @property
     def items(self) -> int:
-        return len(self.groups) if self.groups else len(self.sources)
+        return len(self.groups) + len(self.sources)
 
     def permutation(self, epoch: int) -> np.ndarray:
         if self._perm is None or self._perm[0] != epoch:
@@ -64,14 +67,19 @@ class TrainingSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
         item = int(perm[position % len(perm)])
         rng = np.random.default_rng([self.config.seed, epoch, position, 1])
         cfg = self.config
-        if self.groups:
+        if item < len(self.groups):
             group = self.groups[item]
             pair = group[int(rng.integers(len(group)))]
             frame = self.frames.frame(pair.short)
             gt, flip = self.gt_cache.ground_truth(pair.long)
-            return paired_patch(frame, gt, flip, pair.ratio, cfg.patch, rng, augment_patch=cfg.augment)
-        source = self.sources[item]
-        ratio = float(rng.uniform(cfg.ratio_min, cfg.ratio_max))
+            return paired_patch(
+                frame, gt, flip, pair.ratio, cfg.patch, rng, augment_patch=cfg.augment, match=self.match
+            )
+        source = self.sources[item - len(self.groups)]
+        if cfg.ratios:  # drawn as the SID set's ratios are
+            ratio = float(cfg.ratios[int(rng.integers(len(cfg.ratios)))])
+        else:
+            ratio = float(rng.uniform(cfg.ratio_min, cfg.ratio_max))
         if is_image(source):
             image = self.gt_cache.image(source)
             return synthetic_srgb_patch(
@@ -86,7 +94,18 @@ class TrainingSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
             )
         frame = self.frames.frame(source)
         gt, flip = self.gt_cache.ground_truth(source)
-        return paired_patch(frame, gt, flip, ratio, cfg.patch, rng, augment_patch=cfg.augment, noise=cfg.noise_profile)
+        return paired_patch(
+            frame,
+            gt,
+            flip,
+            ratio,
+            cfg.patch,
+            rng,
+            augment_patch=cfg.augment,
+            noise=cfg.noise_profile,
+            per_iso=cfg.per_iso_noise,
+            match=self.match,
+        )
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[int, int, np.ndarray, np.ndarray]:
         epoch, position = key
@@ -100,6 +119,7 @@ class TrainingSet(torch.utils.data.Dataset):  # type: ignore[type-arg]
             if self.config.cache_inputs:
                 shorts = [p.short for g in self.groups for p in g]
                 self.frames.prepare(shorts, "raw", shard=shard, progress=progress)
+        if not self.sources:
             return
         raws = [s for s in self.sources if not is_image(s)]
         self.gt_cache.prepare(raws, "gt", shard=shard, progress=progress)
@@ -117,7 +137,10 @@ def load_data(config: TrainConfig) -> tuple[list[Pair] | None, list[Path] | None
         if sensor != "bayer" and len(raws) != len(sources):
             why = "X-Trans RAW files and sRGB images (made into Bayer raws) cannot be mixed"
             raise DatasetError(why, config.synthetic)
-        return None, sources, *(sensor_shape(sensor))
+        pairs = read_pair_folders(config.pairs) if config.pairs is not None else None
+        if pairs and read_raw(pairs[0].short).sensor != sensor:
+            raise DatasetError("the real pairs are from another kind of sensor than the photos", config.pairs)
+        return pairs, sources, *(sensor_shape(sensor))
     assert config.train_list is not None
     pairs = read_list(config.train_list, config.data_root)
     return pairs, None, *(sensor_shape(read_raw(pairs[0].short).sensor))
