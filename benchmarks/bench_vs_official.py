@@ -135,7 +135,7 @@ def read_tiff(path: Path) -> np.ndarray:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def default_precision() -> str:
@@ -395,7 +395,7 @@ def check_targets(
     ]
     for text, ok in targets:
         print(f"{'met    ' if ok else 'NOT met'}  {text}")
-    return dict(targets)
+    return {text: bool(ok) for text, ok in targets}
 
 
 if __name__ == "__main__":

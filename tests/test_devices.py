@@ -68,14 +68,36 @@ def test_fp32_is_fp32_everywhere_and_auto_without_native_bf16(device: str, monke
 @pytest.mark.parametrize(
     ("device", "expected"), [("cpu", torch.bfloat16), ("cuda", torch.float32), ("mps", torch.float32)]
 )
-def test_auto_is_bf16_only_on_cpus_with_native_bf16(
+def test_auto_is_bf16_only_on_cpus_where_it_is_faster(
     device: str, expected: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # bf16 measured >= 45 dB against fp32 (docs/performance.md); GPUs stay fp32 until measured on one.
     monkeypatch.delenv("SEEDARK_PRECISION")
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(devices, "bf16_is_faster", lambda: True)
     assert devices.resolve_precision("auto", torch.device(device)) == expected
     assert devices.resolve_precision("fp32", torch.device(device)) == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("machine", "vendor", "flags", "faster"),
+    [
+        ("x86_64", "AuthenticAMD", "avx512f avx512_bf16", True),  # Zen 4: bf16 at twice fp32's speed
+        ("x86_64", "GenuineIntel", "avx512f avx512_bf16 amx_bf16 amx_tile", True),  # AMX
+        ("x86_64", "GenuineIntel", "avx512f avx512_bf16", False),  # one port for bf16: slower than fp32
+        ("x86_64", "AuthenticAMD", "avx2 fma", False),  # emulated
+        ("aarch64", None, "fp asimd bf16", True),
+    ],
+)
+def test_bf16_is_faster_where_measured(
+    machine: str, vendor: str | None, flags: str, faster: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fields = {"vendor_id": vendor, "flags" if machine == "x86_64" else "features": flags}
+    monkeypatch.setattr(devices.platform, "machine", lambda: machine)
+    monkeypatch.setattr(devices, "_linux_cpu_field", fields.get)
+    assert devices.cpu_has_native_bf16() is ("bf16" in flags)
+    assert devices.bf16_is_faster() is faster
+    monkeypatch.delenv("SEEDARK_PRECISION")
+    assert devices.precision_for("auto", devices.CPU) == ("bf16" if faster else "fp32")
 
 
 def test_cpu_precisions(monkeypatch: pytest.MonkeyPatch) -> None:

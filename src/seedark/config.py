@@ -9,8 +9,8 @@ and the engine and precision names that they and the CLI's options accept (:data
 ``SEEDARK_OFFLINE``           ``1``/``true``/``yes``/``on``: never touch the network
 ``SEEDARK_ENGINE``            the back end ``--engine auto`` means: pytorch or openvino
 ``SEEDARK_PRECISION``         the precision ``--precision auto`` means: fp32, bf16,
-                              fp16 or int8 (default: bf16 on CPUs with native bf16,
-                              fp32 elsewhere)
+                              fp16 or int8 (default: bf16 on CPUs where it is
+                              faster than fp32, fp32 elsewhere)
 ``SEEDARK_MAX_PIXELS``        the largest RAW image read, in pixels (``400000000``)
                               or megapixels (``400M``, ``400MP``); default 400 MP
 ``SEEDARK_MIN_DOWNLOAD_RATE`` the slowest download accepted, in bytes/s over a

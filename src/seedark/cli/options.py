@@ -84,9 +84,9 @@ def engine_options(f: Any) -> Any:
             type=click.Choice(config.PRECISIONS),
             default="auto",
             show_default=True,
-            help="Arithmetic precision. auto: bf16 on CPUs with native bf16 (AVX512-BF16, AMX), fp32 "
-            "elsewhere ($SEEDARK_PRECISION overrides); fp32 is the exact reference; int8 (opt-in, CPU, "
-            "pip install 'seedark[int8]') is the fast mode for CPUs without bf16.",
+            help="Arithmetic precision. auto: bf16 on CPUs where it is faster than fp32 (AMX, AMD's "
+            "AVX512-BF16, Arm BF16), fp32 elsewhere ($SEEDARK_PRECISION overrides); fp32 is the exact "
+            "reference; int8 (opt-in, CPU, pip install 'seedark[int8]') is the fast mode for CPUs without bf16.",
         ),
         click.option(
             "--tile",

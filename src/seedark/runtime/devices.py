@@ -198,19 +198,42 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
 
 
+def bf16_is_faster() -> bool:
+    """Whether bf16 convolutions run faster than fp32 here, which is what ``auto`` asks: with AMX
+    (Intel's tile units), with AMD's AVX512-BF16 (Zen 4: 2x fp32's speed, measured), with Arm's
+    BF16. Intel's AVX512-BF16 without AMX (Cooper Lake, and later Xeons in VMs that hide AMX)
+    issues bf16 dot products on one port where fp32 FMAs use two: OpenVINO and oneDNN measured
+    1.3-1.6x *slower* than fp32 there (docs/performance.md), so ``auto`` stays fp32 on it
+    (``--precision bf16`` still runs)."""
+    if not cpu_has_native_bf16():
+        return False
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True
+    if os.path.exists("/proc/cpuinfo"):
+        return _linux_cpu_flag("amx_tile") or _linux_cpu_field("vendor_id") == "AuthenticAMD"
+    return bool(getattr(_torch().cpu, "_is_amx_tile_supported", lambda: False)()) or "AMD" in platform.processor()
+
+
 def _linux_cpu_flag(flag: str) -> bool:
+    return flag in (_linux_cpu_field("flags") or _linux_cpu_field("features") or "").split()
+
+
+def _linux_cpu_field(name: str) -> str | None:
+    """The first value of field ``name`` in ``/proc/cpuinfo`` (``flags``, ``vendor_id``...), or None."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.lower().startswith(("flags", "features")):
-                    return flag in line.split(":", 1)[-1].split()
+                key, _, value = line.partition(":")
+                if key.strip().lower() == name:
+                    return value.strip()
     except OSError:
         pass
-    return False
+    return None
 
 
 def auto_precision_name(device: Device | torch.device) -> str:
-    """What ``auto`` runs: bf16 on a CPU with native bf16, fp32 everywhere else.
+    """What ``auto`` runs: bf16 on a CPU where it is faster than fp32 (:func:`bf16_is_faster`),
+    fp32 everywhere else.
 
     bf16 is the default only where it is proven: >= 45 dB PSNR against fp32 on random
     and trained full-width weights and on dark frames at ratios 100 and 300
@@ -218,7 +241,7 @@ def auto_precision_name(device: Device | torch.device) -> str:
     a GPU run has measured fp16/bf16 there; int8 (under 45 dB on random weights) is never
     automatic.
     """
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    return "bf16" if device.type == "cpu" and bf16_is_faster() else "fp32"
 
 
 def auto_precision(device: torch.device) -> torch.dtype:
