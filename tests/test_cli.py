@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from helpers.cli import child_env, run_cli
 from helpers.httpserver import FaultyServer, block_internet, clean_environment, published_model
 from helpers.pngread import decode_png
 from helpers.rawgen import dark_dng, write_dng
+from helpers.tfwriter import damaged_copy
 from seedark.cli import main
 from seedark.models.network import NetworkSpec
 from seedark.models.registry import DATA_NAME, INDEX_NAME, ModelRecord
@@ -150,13 +150,7 @@ def test_a_mistyped_model_is_reported_before_the_existing_output(
 
 
 def _tampered_checkpoint(tmp: Path) -> Path:
-    dest = tmp / "tampered"
-    shutil.copytree(FIXTURE, dest)
-    data = dest / "model.ckpt.data-00000-of-00001"
-    blob = bytearray(data.read_bytes())
-    blob[len(blob) // 3] ^= 1
-    data.write_bytes(bytes(blob))
-    return dest
+    return damaged_copy(FIXTURE, tmp / "tampered", at=1 / 3, mask=1)
 
 
 def _misfit_weights(tmp: Path) -> Path:

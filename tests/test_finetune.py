@@ -76,6 +76,7 @@ def test_end_to_end(home: Path, photos: Path, tmp_path: Path, caplog: pytest.Log
     assert result.name == "fineprint-fp-1"
     assert result.train.steps == 6 and result.train.epochs == 2, "5 steps rounded up to whole passes over 3 photos"
     assert result.run == home / "finetune" / "fineprint-fp-1"
+    assert not (result.run / "cache").exists() and (result.run / "checkpoints" / "latest.json").is_file()
     assert result.model == home / "models" / "fineprint-fp-1" / "model.safetensors"
 
     saved = json.loads((result.run / "config.json").read_text())

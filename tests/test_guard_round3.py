@@ -30,6 +30,7 @@ from PIL import Image
 from helpers.cli import child_env, run_cli
 from helpers.rawgen import dark_dng
 from helpers.sid_layout import make_sid_dataset
+from helpers.tfwriter import damaged_copy
 from helpers.tmpfs import tmpfs
 from seedark import _files
 from seedark.io.exifread import read_camera_metadata
@@ -558,12 +559,8 @@ def test_weights_come_from_the_folder_given(tmp_path: Path, capsys: pytest.Captu
     (original / "checkpoint").write_text(
         f'model_checkpoint_path: "{original / "model.ckpt"}"\nall_model_checkpoint_paths: "{original / "model.ckpt"}"\n'
     )
-    copy = tmp_path / "copy"
-    shutil.copytree(original, copy)
+    copy = damaged_copy(original, tmp_path / "copy", at=1 / 2, mask=0xFF)
     data = copy / "model.ckpt.data-00000-of-00001"
-    damaged = bytearray(data.read_bytes())
-    damaged[len(damaged) // 2] ^= 0xFF
-    data.write_bytes(bytes(damaged))
     raw = shot(tmp_path / "a.dng")
 
     code, _, err = run_cli(capsys, "enhance", raw, "-o", tmp_path / "a.png", "--weights", copy, "--device", "cpu", "-v")

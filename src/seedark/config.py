@@ -120,16 +120,7 @@ DEFAULT_MIN_DOWNLOAD_RATE = 4096.0
 
 def min_download_rate() -> float:
     """The slowest download pace accepted, bytes/s: ``$SEEDARK_MIN_DOWNLOAD_RATE`` or the default; 0: any."""
-    text = _get(MIN_DOWNLOAD_RATE)
-    if not text:
-        return DEFAULT_MIN_DOWNLOAD_RATE
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise UsageError(f"{MIN_DOWNLOAD_RATE}={text!r} is not a number of bytes per second (e.g. 4096, or 0)")
-    return value
+    return _number(MIN_DOWNLOAD_RATE, DEFAULT_MIN_DOWNLOAD_RATE, "bytes per second (e.g. 4096, or 0)", zero=True)
 
 
 #: A head that is up answers at once; one that is starting takes a few seconds. Ray itself retries
@@ -139,13 +130,18 @@ DEFAULT_RAY_CONNECT_TIMEOUT = 30.0
 
 def ray_connect_timeout() -> float:
     """Seconds to wait for a Ray cluster's head: ``$SEEDARK_RAY_CONNECT_TIMEOUT`` or the default."""
-    text = _get(RAY_CONNECT_TIMEOUT)
+    return _number(RAY_CONNECT_TIMEOUT, DEFAULT_RAY_CONNECT_TIMEOUT, "seconds (e.g. 30)", zero=False)
+
+
+def _number(name: str, default: float, what: str, *, zero: bool) -> float:
+    """A finite, positive number (or 0 where ``zero``) from ``$name``, else ``default``."""
+    text = _get(name)
     if not text:
-        return DEFAULT_RAY_CONNECT_TIMEOUT
+        return default
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value < float("inf"):
-        raise UsageError(f"{RAY_CONNECT_TIMEOUT}={text!r} is not a number of seconds (e.g. 30)")
+    if not ((value >= 0 if zero else value > 0) and value < float("inf")):
+        raise UsageError(f"{name}={text!r} is not a number of {what}")
     return value

@@ -14,6 +14,7 @@ The format, as TensorFlow's ``Saver`` writes it for a single shard:
 
 from __future__ import annotations
 
+import shutil
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -178,3 +179,14 @@ def write_sid_checkpoint(
     weights = random_weights(spec or NetworkSpec(width=4), seed=seed)
     write_checkpoint(prefix, sid_tf_tensors(weights, adam=adam, seed=seed))
     return weights
+
+
+def damaged_copy(checkpoint: Path, dest: Path, *, at: float, mask: int) -> Path:
+    """A copy of the checkpoint folder ``checkpoint`` at ``dest`` whose data file has the byte at
+    fraction ``at`` of its length XORed with ``mask`` (its index, and so its CRCs, unchanged)."""
+    shutil.copytree(checkpoint, dest)
+    data = dest / "model.ckpt.data-00000-of-00001"
+    blob = bytearray(data.read_bytes())
+    blob[int(len(blob) * at)] ^= mask
+    data.write_bytes(bytes(blob))
+    return dest

@@ -389,7 +389,9 @@ def infer_and_write(plan: OutputPlan, prepared: Prepared, engine: Engine, settin
         bits=plan.network_bits,
         match_sensor=settings.match_sensor,
     )
-    if engine.device.type != "cpu" or plan.settings.fmt not in ("png", "tiff"):
+    # --keep-mtime reads the RAW file's times just before the image is written (source_times),
+    # which a writer started with the network would do before the tiles run.
+    if engine.device.type != "cpu" or plan.settings.fmt not in ("png", "tiff") or plan.options.keep_mtime:
         return write_result(plan, run(), prepared, block=engine.spec.block)
     rows = FinishedRows(prepared.height, prepared.width, prepared.flip)
     with ThreadPoolExecutor(1, thread_name_prefix="seedark-writer") as pool:

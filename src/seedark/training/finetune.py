@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -214,6 +215,9 @@ def finetune(
     )
     origin = {"description": f"fine-tuned for the {record.camera} from {base}", "base": base, "run": str(run)}
     installed = register_user_model(record, weights, {**origin, "verified": False})
+    # The decoded photos (about 190 MB a 24 MP photo) only serve a run still going; the
+    # checkpoints stay, so `--resume --steps MORE` continues (decoding the photos again).
+    shutil.rmtree(config.cache_root, ignore_errors=True)
     return FinetuneResult(name, installed, run, record, result)
 
 
