@@ -233,7 +233,10 @@ def stage_driver(dng: Path, ckpt: Path, out: Path) -> None:
     t = time.perf_counter()
     write_result(plan, image, prepared, block=engine.spec.block)
     times["write"] = time.perf_counter() - t
+    from seedark.io.deflate import compressor_name
+
     facts = {"tiles": len(tiles.tiles), "extent": tiles.extent, "torch": "torch" in sys.modules}
+    facts["deflate"] = compressor_name(16)
     print(json.dumps({"times": times, **facts, "precision": engine.precision, "backend": engine.info.backend}))
 
 
@@ -348,8 +351,8 @@ def report(
     print(f"default end to end minus the network's own time: {overhead:.2f} s")
     print(
         f"seedark's stages, one after another ({staged['precision']}, {staged['backend']}, {staged['tiles']} tile(s) "
-        f"of {staged['extent'][0]}x{staged['extent'][1]}, torch imported: {staged['torch']}): "
-        + ", ".join(f"{k} {v:.2f} s" for k, v in staged["times"].items())
+        f"of {staged['extent'][0]}x{staged['extent'][1]}, torch imported: {staged['torch']}, "
+        f"16-bit deflate: {staged.get('deflate')}): " + ", ".join(f"{k} {v:.2f} s" for k, v in staged["times"].items())
     )
     batch_wall, batch_peak = after["batch"]
     per_frame = (batch_wall - 4 * network) / 4

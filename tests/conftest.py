@@ -11,6 +11,7 @@ import pytest
 from helpers.httpserver import FaultyServer
 from helpers.sid_layout import SidLayout, make_sid_dataset
 from helpers.torchthreads import torch_threads
+from seedark.io import deflate
 
 # The suite's expected values are fp32 results, and the dev machines differ: on a CPU with native
 # bf16, ``--precision auto`` means bf16. Pin ``auto`` to fp32 for every test and child process;
@@ -30,6 +31,15 @@ def server() -> Iterator[FaultyServer]:
     srv = FaultyServer().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(params=["installed", "zlib"])
+def deflate_library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The PNG and TIFF encoders' deflate: the fast libraries installed (ISA-L, zlib-ng), and the
+    standard library's zlib that runs where they have no wheel (seedark.io.deflate)."""
+    if request.param == "zlib":
+        monkeypatch.setattr(deflate, "_module", lambda name: None)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

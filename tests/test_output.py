@@ -237,7 +237,12 @@ def test_png_round_trip(tmp_path: Path, image: np.ndarray, bits: int) -> None:
 @pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("bits", [8, 16])
 def test_png_in_many_pieces(
-    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, bits: int, workers: int
+    tmp_path: Path,
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+    bits: int,
+    workers: int,
+    deflate_library: str,
 ) -> None:
     # Tiny pieces: many independently deflated blocks joined into one zlib stream.
     monkeypatch.setattr(png, "_PNG_PIECE_BYTES", 100)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import platform
 import struct
 import zlib
 from pathlib import Path
@@ -26,6 +27,7 @@ import seedark
 from helpers.cli import run_cli
 from helpers.rawgen import dark_dng
 from seedark.errors import OutputError, UsageError
+from seedark.io import deflate
 from seedark.io import image as output
 from seedark.io.image import srgb_icc_profile, write_image
 from seedark.io.pixels import quantise
@@ -70,7 +72,7 @@ def undo_deflate_strips(path: Path) -> np.ndarray:
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_tiff_is_deflate_with_the_horizontal_predictor(
-    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, bits: int
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, bits: int, deflate_library: str
 ) -> None:
     monkeypatch.setattr(output, "_TIFF_STRIP_BYTES", 3000)  # several strips, compressed on several threads
     # noise makes differences of both signs: the predictor's arithmetic wraps around
@@ -90,6 +92,28 @@ def test_tiff_is_deflate_with_the_horizontal_predictor(
     packed = _write(tmp_path / "smooth_deflate.tif", smooth(41, 67), "tiff", bits)
     plain = _write(tmp_path / "smooth_none.tif", smooth(41, 67), "tiff", bits, compression="none")
     assert packed.stat().st_size < 0.6 * plain.stat().st_size
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.machine() not in ("x86_64", "aarch64"),
+    reason="ISA-L and zlib-ng are dependencies where they have wheels; checked where CI runs",
+)
+def test_the_fast_deflate_libraries_are_installed_and_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pyproject's dependencies bring them; without them every PNG and TIFF would quietly take 2-4x longer.
+    assert (deflate.compressor_name(16), deflate.compressor_name(8)) == ("isal", "zlib-ng")
+    used: list[str] = []
+    for name in ("isal.isal_zlib", "zlib_ng.zlib_ng"):
+        module = deflate._module(name)
+        assert module is not None
+        real = module.compressobj
+        monkeypatch.setattr(module, "compressobj", lambda *a, _n=name, _f=real: used.append(_n) or _f(*a))
+    img = smooth(9, 11)
+    np.testing.assert_array_equal(tifffile.imread(_write(tmp_path / "a.tif", img, "tiff", 16)), quantise(img, 16))
+    assert set(used) == {"isal.isal_zlib"}
+    used.clear()
+    with Image.open(_write(tmp_path / "a.png", img, "png", 8)) as im:
+        np.testing.assert_array_equal(np.asarray(im), quantise(img, 8))
+    assert set(used) == {"zlib_ng.zlib_ng"}
 
 
 def test_tiff_growing_past_4gb_while_written_is_refused(

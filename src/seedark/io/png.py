@@ -1,4 +1,4 @@
-"""A fast PNG encoder: Up filter, RLE deflate in independent pieces on several threads.
+"""A fast PNG encoder: Up filter, deflate (:mod:`seedark.io.deflate`) in independent pieces on several threads.
 
 Pillow's PNG writer is single-threaded and slow on 16-bit images; this one writes the
 same standard PNG (iCCP and eXIf chunks included) several times faster.
@@ -14,15 +14,10 @@ from typing import BinaryIO
 import numpy as np
 
 from seedark._parallel import ordered_parallel
+from seedark.io.deflate import FINISH, SYNC_FLUSH, compressor
 from seedark.io.xmp import png_chunk_data
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Measured on a 12 MP photographic image (Up filter): Z_RLE is about twice as fast as
-# level 1 and 2-10% *smaller*, because string matching finds little in sensor noise
-# (the low bytes of 16-bit samples are mostly noise) while runs still catch flat areas
-# (which pure Huffman coding cannot shrink below 1/8).
-_PNG_ZLIB_LEVEL = 1
-_PNG_ZLIB_STRATEGY = zlib.Z_RLE
 # Rows are filtered and compressed in independent pieces of about this many bytes so
 # several threads can deflate at once.
 _PNG_PIECE_BYTES = 2 << 20
@@ -100,11 +95,11 @@ def encode_png(
         rows = _png_bytes(q[a : a + rows_per_piece])
         prev = _png_bytes(q[a - 1 : a])[0] if a > 0 else None
         filtered = _filter_up(rows, prev)
-        comp = zlib.compressobj(_PNG_ZLIB_LEVEL, zlib.DEFLATED, -15, 9, _PNG_ZLIB_STRATEGY)
+        comp = compressor(bit_depth, raw=True)
         body = comp.compress(filtered.data)
         # A sync flush ends the piece byte-aligned without the final-block bit, so the
         # independently compressed pieces concatenate into one valid deflate stream.
-        body += comp.flush(zlib.Z_FINISH if i == last else zlib.Z_SYNC_FLUSH)
+        body += comp.flush(FINISH if i == last else SYNC_FLUSH)
         crc = zlib.crc32(body, zlib.crc32(b"IDAT"))
         return body, crc, zlib.adler32(filtered.data), filtered.nbytes
 
